@@ -1,0 +1,24 @@
+"""hashlib_vit: Vision-Transformer deep hashing, reproducible from notebooks.
+
+The flow: protocol -> data -> model (backbone + hash head) -> loss -> train -> encode -> metrics ->
+run directory -> tables. ``run_experiment`` walks it for one experiment.
+"""
+__version__ = "0.1.0"
+
+from .errors import ConfigError, DataError, HashlibVitError  # noqa: E402
+
+
+def __getattr__(name):  # lazy: importing the package stays cheap
+    if name in ("run_experiment", "RunConfig", "RunResult"):
+        from . import experiment
+
+        return getattr(experiment, name)
+    if name == "map_at_k":
+        from .retrieval import map_at_k
+
+        return map_at_k
+    raise AttributeError(f"module 'hashlib_vit' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "ConfigError", "DataError", "HashlibVitError", "run_experiment", "RunConfig", "RunResult",
+           "map_at_k"]

@@ -1,0 +1,82 @@
+"""``hashlib-vit`` command line: train one run, or list what is available.
+
+    hashlib-vit train --protocol digits --loss csq --bits 32 --epochs 30 --run-dir results/runs/x
+    hashlib-vit train --loss-params '{"lambda1": 0.001}'
+    hashlib-vit list protocols|losses|heads|backbones
+
+Every option of ``train`` is a field of :class:`hashlib_vit.experiment.RunConfig` (same names as the
+notebook parameters, with dashes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields
+
+
+def _parse_value(text: str):
+    """JSON when it parses (numbers, null, true, dicts), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    from .experiment import RunConfig
+
+    p = sub.add_parser("train", help="train and evaluate one run, writing its run directory")
+    for f in fields(RunConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parse_value, default=default,
+                       help=f"(default: {default!r})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hashlib-vit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    lp = sub.add_parser("list", help="list protocols, losses, heads or backbones")
+    lp.add_argument("what", choices=["protocols", "losses", "heads", "backbones"])
+    args = parser.parse_args(argv)
+    from .errors import HashlibVitError
+
+    try:
+        if args.command == "train":
+            from .experiment import run_experiment
+
+            params = {k: v for k, v in vars(args).items() if k != "command"}
+            result = run_experiment(**params)
+            print(json.dumps(result.metrics, indent=1))
+            return 0
+        if args.command == "list":
+            if args.what == "protocols":
+                from .data import PROTOCOLS
+
+                for name, p in PROTOCOLS.items():
+                    print(f"{name:14s} {p.description}")
+            elif args.what == "losses":
+                from .losses import LOSSES
+
+                for name, cls in LOSSES.items():
+                    print(f"{name:12s} {cls.defaults}")
+            elif args.what == "heads":
+                from .models import MODELS
+
+                print("\n".join(MODELS.names()))
+            else:
+                from .models.backbones import VIT_PRESETS, backbone_choices
+
+                for name in backbone_choices():
+                    print(f"{name:22s} {VIT_PRESETS[name].description if name in VIT_PRESETS else ''}")
+            return 0
+        parser.error(f"unknown command {args.command!r}")
+    except HashlibVitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Exceptions raised by hashlib_vit. Every message names what is wrong and what was expected."""
+
+
+class HashlibVitError(Exception):
+    """Base class of the package's own errors."""
+
+
+class ConfigError(HashlibVitError, ValueError):
+    """A parameter has a value that is not allowed (names the parameter, the value and the choices)."""
+
+
+class DataError(HashlibVitError, ValueError):
+    """Input data is missing or malformed (names the file, line or field)."""
+
+
+def bad_choice(param: str, value, choices) -> ConfigError:
+    choices = sorted(choices, key=str)
+    return ConfigError(f"{param}={value!r} is not a known value; allowed: {', '.join(map(str, choices))}")

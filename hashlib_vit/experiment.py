@@ -1,0 +1,244 @@
+"""One experiment end to end: protocol -> data -> model -> loss -> train -> encode -> metrics -> run_dir.
+
+Notebooks, the CLI and the batch runner all go through :func:`run_experiment`, so every run writes
+the same run directory (see :mod:`hashlib_vit.results`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import PROTOCOLS, ProtocolData, TensorBatches, TensorTransform
+from .errors import ConfigError, bad_choice
+from .losses import LOSSES, build_loss
+from .models import MODELS, HashModel, build_model
+from .results import RunDir
+from .retrieval import encode, evaluate
+from .train import TrainConfig, train
+from .utils import env_info, resolve_device, resolve_path, seed_everything
+
+
+@dataclass
+class RunConfig:
+    """The shared parameter vocabulary of notebooks, configs and the CLI (see DESIGN.md)."""
+
+    protocol: str = "digits"
+    data_root: str | None = None
+    backbone: str = "vit32_tiny"
+    head: str = "cls_linear"
+    loss: str = "csq"
+    bits: int = 32
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str | None = "results/runs/latest"
+    weights: str | None = None  # local pretrained file, "hub", or None (train from scratch)
+    method: str | None = None  # display name in tables; default: derived from head and loss
+    split_seed: int = 0  # the data split's seed (kept fixed across training seeds)
+    img_size: int | None = None  # model input size; default: the backbone's
+    loss_params: dict = field(default_factory=dict)
+    model_params: dict = field(default_factory=dict)
+    backbone_lr: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    grad_clip: float | None = None
+    amp: str = "auto"
+    compile: bool = False
+    eval_every: int = 0  # evaluate every N epochs (0: only after the last); the last epoch is reported
+    eval_batch_size: int = 256
+    topk: int | str | None = "protocol"  # "protocol": the protocol's mAP cut-off; None: whole database
+    save_codes: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+    def validate(self) -> "RunConfig":
+        """Check names and values before any data is loaded or any training starts."""
+        if self.protocol not in PROTOCOLS:
+            raise bad_choice("protocol", self.protocol, PROTOCOLS.names())
+        if self.loss not in LOSSES:
+            raise bad_choice("loss", self.loss, LOSSES.names())
+        if self.head not in MODELS:
+            raise bad_choice("head", self.head, MODELS.names())
+        from .models.backbones import CNN_NAMES, VIT_PRESETS, backbone_choices
+
+        if self.backbone not in VIT_PRESETS and self.backbone not in CNN_NAMES:
+            import timm
+
+            if self.backbone not in timm.list_models():
+                raise bad_choice("backbone", self.backbone, backbone_choices())
+        for name in ("bits", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name}={v!r} must be an integer >= 1")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 2 (pair losses need pairs)")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ConfigError(f"lr={self.lr!r} must be a positive number")
+        if not isinstance(self.loss_params, dict) or not isinstance(self.model_params, dict):
+            raise ConfigError("loss_params and model_params must be dicts of name -> value")
+        unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults))
+        if unknown:
+            raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
+                              f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
+        self.train_config().validate()
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise bad_choice("device", self.device, ("auto", "cpu", "cuda", "cuda:N"))
+        return self
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
+                           optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
+                           warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
+                           compile=self.compile, seed=self.seed)
+
+    def method_name(self) -> str:
+        if self.method:
+            return self.method
+        return self.loss if self.head == "cls_linear" else f"{self.loss}+{self.head}"
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    metrics: dict
+    history: dict
+    model: HashModel
+    data: ProtocolData
+    query_codes: np.ndarray
+    db_codes: np.ndarray
+    run_dir: Path | None
+
+    def steps(self):
+        """Per-step training log as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history["steps"])
+
+
+def transforms_for(protocol, model: HashModel) -> tuple[TensorTransform, TensorTransform]:
+    """Train / eval transforms: native size for 32-px models, resize 256 -> crop 224 style otherwise."""
+    out = model.img_size
+    if out == protocol.img_size:
+        return (TensorTransform(out, pad_crop=protocol.pad_crop, hflip=protocol.hflip), TensorTransform(out))
+    resize = int(round(out * 256 / 224))
+    return TensorTransform(out, resize=resize, hflip=protocol.hflip), TensorTransform(out, resize=resize)
+
+
+def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> float:
+    """mAP of random ±1 codes on the same query/database (the chance level)."""
+    from .retrieval import map_at_k
+
+    g = np.random.default_rng(seed)
+    q = np.where(g.random((len(data.query), bits)) < 0.5, -1, 1).astype(np.int8)
+    d = np.where(g.random((len(data.database), bits)) < 0.5, -1, 1).astype(np.int8)
+    return map_at_k(q, d, data.query.labels.numpy(), data.database.labels.numpy(), topk=topk)
+
+
+def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData | None = None,
+                   **params) -> RunResult:
+    """Run one experiment and write its run directory. Accepts a RunConfig, a dict, or keywords.
+
+    ``data``: the protocol's splits when already loaded (they must match ``protocol`` and
+    ``split_seed``); otherwise they are loaded here. Relative ``run_dir`` paths are resolved from the
+    project root (see :func:`hashlib_vit.utils.resolve_path`).
+    """
+    if config is None:
+        cfg = RunConfig.from_dict(params)
+    elif isinstance(config, dict):
+        cfg = RunConfig.from_dict({**config, **params})
+    else:
+        cfg = RunConfig.from_dict({**asdict(config), **params})
+    cfg.validate()
+    protocol = PROTOCOLS.get(cfg.protocol)
+    device = resolve_device(cfg.device)
+    rd = RunDir(resolve_path(cfg.run_dir)).prepare() if cfg.run_dir else None
+    if rd:
+        rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device)})
+
+    if data is None:
+        data = protocol.load(cfg.data_root, seed=cfg.split_seed)
+    elif data.protocol.name != protocol.name or data.seed != cfg.split_seed:
+        raise ConfigError(f"data was loaded for protocol={data.protocol.name!r}, split_seed={data.seed}, but the run "
+                          f"asks for protocol={protocol.name!r}, split_seed={cfg.split_seed}")
+    topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
+    seed_everything(cfg.seed)
+    model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
+                        **cfg.model_params)
+    loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
+    tr_tf, ev_tf = transforms_for(protocol, model)
+    train_batches = TensorBatches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+
+    def codes_of(split):
+        return encode(model, TensorBatches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
+                      device=device)
+
+    def eval_fn(epoch: int) -> dict:
+        qc, ql = codes_of(data.query)
+        dc, dl = codes_of(data.database)
+        return {"map": evaluate(qc, dc, ql, dl, topk=topk)["map"]}
+
+    if rd:
+        env = env_info(device)
+        env["split_checksums"] = data.checksums
+        env["split_seed"] = cfg.split_seed
+        env["protocol"] = protocol.summary()
+        rd.write_json("env.json", env)
+
+    t0 = time.perf_counter()
+    history = train(model, loss, train_batches, cfg.train_config(), device=device,
+                    eval_fn=eval_fn if cfg.eval_every else None, eval_every=cfg.eval_every,
+                    log_path=rd.file("train_log.csv") if rd else None, progress=cfg.progress)
+    train_time = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    qc, ql = codes_of(data.query)
+    dc, dl = codes_of(data.database)
+    ev = evaluate(qc, dc, ql, dl, topk=topk)
+    eval_time = time.perf_counter() - t0
+
+    metrics = {
+        "method": cfg.method_name(),
+        "backbone": cfg.backbone,
+        "head": cfg.head,
+        "loss": cfg.loss,
+        "protocol": cfg.protocol,
+        "bits": cfg.bits,
+        "topk": "all" if topk is None else int(topk),
+        **{k: v for k, v in ev.items() if k != "topk"},
+        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "split_seed": cfg.split_seed,
+        "pretrained": model.backbone.pretrained,
+        "selection": "last epoch (no model selection on the query set)",
+        "final_loss": history["steps"][-1]["loss"],
+        "train_time_s": round(train_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "device": str(device),
+    }
+    if rd:
+        if history["evals"]:
+            rd.write_json("evals.json", history["evals"])
+        if cfg.save_codes:
+            rd.write_codes(query_codes=qc, query_labels=ql, db_codes=dc, db_labels=dl)
+        rd.write_metrics(metrics)
+    return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
+
+
+__all__ = ["RunConfig", "RunResult", "run_experiment", "random_codes_map", "transforms_for"]

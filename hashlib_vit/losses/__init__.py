@@ -1,0 +1,25 @@
+"""Losses: one module per family, one registry. Adding a loss = one file + one line below."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
+from .csq import CSQLoss
+from .dpsh import DPSHLoss
+
+LOSSES: Registry[type[HashLoss]] = Registry("loss")
+LOSSES.register("dpsh", DPSHLoss)
+LOSSES.register("csq", CSQLoss)
+
+
+def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False, **hparams) -> HashLoss:
+    """Instantiate a registered loss; unknown hyper-parameter names are an error listing the allowed ones."""
+    cls = LOSSES.get(name)
+    unknown = sorted(set(hparams) - set(cls.defaults))
+    if unknown:
+        raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={name!r}; "
+                          f"allowed: {sorted(cls.defaults) or 'none'}")
+    return cls(bits, num_classes, multi_label, **hparams)
+
+
+__all__ = ["LOSSES", "build_loss", "HashLoss", "LossResult", "pair_similarity", "off_diagonal_mask"]

@@ -1,0 +1,59 @@
+"""The loss interface every method implements, and shared pair helpers.
+
+A loss is an ``nn.Module`` built by :func:`hashlib_vit.losses.build_loss`:
+
+* ``__init__(bits, num_classes, multi_label, **hparams)``; class attribute ``defaults`` lists every
+  hyper-parameter with its default (used for validation and written to ``config.json``);
+* ``forward(out: HashOutput, labels: (n, C) float multi-hot, index: (n,) long | None) -> LossResult``;
+* the training loop calls ``set_progress(step, epoch)`` before each step (for schedules such as
+  HashNet's continuation) and ``end_epoch(epoch)`` after each epoch;
+* a loss may own parameters (classifiers): they are optimised with the new modules' learning rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..models.hashmodel import HashOutput
+
+
+@dataclass
+class LossResult:
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class HashLoss(nn.Module):
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, bits: int, num_classes: int, multi_label: bool = False, **hparams):
+        super().__init__()
+        self.bits = int(bits)
+        self.num_classes = int(num_classes)
+        self.multi_label = bool(multi_label)
+        self.hparams = {**self.defaults, **hparams}
+        self.step = 0
+        self.epoch = 0
+
+    def set_progress(self, step: int, epoch: int) -> None:
+        self.step, self.epoch = int(step), int(epoch)
+
+    def end_epoch(self, epoch: int) -> None:  # pragma: no cover - default: nothing to do
+        pass
+
+    def forward(self, out: HashOutput, labels: torch.Tensor, index: torch.Tensor | None = None) -> LossResult:
+        raise NotImplementedError
+
+
+def pair_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None) -> torch.Tensor:
+    """``s_ij = 1[y_i . y_j > 0]`` (shares at least one label), as float."""
+    labels_b = labels_a if labels_b is None else labels_b
+    return (labels_a.float() @ labels_b.float().T > 0).float()
+
+
+def off_diagonal_mask(n: int, device=None) -> torch.Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)

@@ -1,0 +1,46 @@
+"""Models: backbones, hash heads and the model registry (``head`` name -> builder).
+
+``build_model(backbone=..., bits=..., head=...)`` is the one entry point. A method that needs a
+different model shape (TransHash's MGVT, SL-ViT's hash coding layer) registers a builder under its
+head name: ``MODELS.register("mgvt", build_mgvt)``; a builder takes ``(backbone, bits, **params)``.
+"""
+from __future__ import annotations
+
+import inspect
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .backbones import VIT_PRESETS, Backbone, backbone_choices, create_backbone
+from .hashmodel import HashModel, HashOutput, sign_codes
+from .heads import ClsLinearHead, VtsMlpHead
+
+MODELS: Registry = Registry("head")
+
+
+@MODELS.register("cls_linear")
+def _build_cls_linear(backbone: Backbone, bits: int) -> HashModel:
+    return HashModel(backbone, ClsLinearHead(backbone, bits), bits)
+
+
+@MODELS.register("vts_mlp")
+def _build_vts_mlp(backbone: Backbone, bits: int, hidden: int = 1024) -> HashModel:
+    return HashModel(backbone, VtsMlpHead(backbone, bits, hidden), bits)
+
+
+def build_model(backbone: str = "vit32_tiny", bits: int = 32, head: str = "cls_linear", *, img_size: int | None = None,
+                weights=None, drop_path_rate: float = 0.0, **params) -> HashModel:
+    """Build backbone + head. ``params`` go to the head builder (checked against its signature)."""
+    if not isinstance(bits, int) or bits <= 0:
+        raise ConfigError(f"bits={bits!r} must be a positive integer")
+    builder = MODELS.get(head)
+    sig = inspect.signature(builder)
+    allowed = [n for n in list(sig.parameters)[2:]]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        raise ConfigError(f"model parameter(s) {unknown} are not known for head={head!r}; allowed: {allowed or 'none'}")
+    bb = create_backbone(backbone, img_size=img_size, weights=weights, drop_path_rate=drop_path_rate)
+    return builder(bb, bits, **params)
+
+
+__all__ = ["MODELS", "build_model", "create_backbone", "Backbone", "HashModel", "HashOutput", "sign_codes",
+           "VIT_PRESETS", "backbone_choices", "ClsLinearHead", "VtsMlpHead"]

@@ -1,0 +1,187 @@
+"""Small shared helpers: atomic file writes, checksums, seeding, device choice, environment facts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy / torch / Path values into plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- randomness
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; make CPU kernels deterministic where torch allows."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def batch_generator(seed: int, *counters: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator whose state depends only on (seed, counters).
+
+    Used for shuffling and augmentation so that the random stream of epoch e / batch b is the same
+    whether a run is uninterrupted or resumed from a checkpoint.
+    """
+    h = hashlib.sha256(repr((int(seed),) + tuple(int(c) for c in counters)).encode()).digest()
+    g = torch.Generator(device=device)
+    g.manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+# ----------------------------------------------------------------------------- devices
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU. Anything else is passed to torch.device (checked)."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(f"device={device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+# ----------------------------------------------------------------------------- provenance
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """The commit of the checkout that holds this package (or `cwd`), with '+dirty' if modified."""
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def env_info(device: torch.device | str | None = None) -> dict:
+    """Versions, device and commit, as recorded in every run directory's env.json."""
+    import timm
+
+    from . import __version__
+
+    dev = resolve_device(device or "auto")
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "hashlib_vit": __version__,
+        "git_commit": git_commit(),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+# ----------------------------------------------------------------------------- paths
+def project_root() -> Path | None:
+    """The checkout this package lives in (a folder holding pyproject.toml and hashlib_vit/), if any.
+
+    Looked up from the working directory first (a notebook opened in ``notebooks/``), then from the
+    package's own location (an editable install).
+    """
+    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
+    for start in starts:
+        for p in (start, *start.parents):
+            if (p / "pyproject.toml").is_file() and (p / "hashlib_vit").is_dir():
+                return p
+    return None
+
+
+def resolve_path(path: str | os.PathLike | None) -> Path | None:
+    """Relative paths are taken from the project root (so ``results/...`` lands in the checkout's
+    results/ folder whether a notebook runs from JupyterLab in notebooks/ or from papermill at the
+    root); outside a checkout they are taken from the working directory."""
+    if path is None:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        return p
+    root = project_root()
+    return (root / p) if root else p.resolve()
