@@ -2,6 +2,7 @@
 
     hashlib-vit train --protocol digits --loss csq --bits 32 --epochs 30 --run-dir results/runs/x
     hashlib-vit train --loss-params '{"lambda1": 0.001}'
+    hashlib-vit train --config configs/cifar10_scratch.yaml --loss dpsh --run-dir results/runs/dpsh
     hashlib-vit list protocols|losses|heads|backbones
 
 Every option of ``train`` is a field of :class:`hashlib_vit.experiment.RunConfig` (same names as the
@@ -27,11 +28,31 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     from .experiment import RunConfig
 
     p = sub.add_parser("train", help="train and evaluate one run, writing its run directory")
+    p.add_argument("--config", dest="config_file", default=None,
+                   help="YAML file of parameters; options given on the command line override it")
     for f in fields(RunConfig):
         default = f.default if f.default is not MISSING else f.default_factory()
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parse_value, default=default,
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parse_value, default=argparse.SUPPRESS,
                        help=f"(default: {default!r})")
     return p
+
+
+def load_yaml_params(path: str) -> dict:
+    """Parameters from a YAML mapping (the papermill ``-f`` format)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path!r}: no such file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path!r} is not valid YAML: {e}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"--config {path!r} must hold a mapping of parameter: value, got {type(params).__name__}")
+    return params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .experiment import run_experiment
 
-            params = {k: v for k, v in vars(args).items() if k != "command"}
+            given = {k: v for k, v in vars(args).items() if k not in ("command", "config_file")}
+            params = {**(load_yaml_params(args.config_file) if args.config_file else {}), **given}
             result = run_experiment(**params)
             print(json.dumps(result.metrics, indent=1))
             return 0
