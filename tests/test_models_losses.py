@@ -124,3 +124,17 @@ def test_one_step_reduces_each_loss(name):
         u2 = u - 0.05 * u.grad / u.grad.norm()
     after = loss(HashOutput(u=u2), y).total
     assert after.item() < before.item()
+
+
+def test_balanced_pair_weights_give_equal_mass():
+    from hashlib_vit.losses.base import balanced_pair_weights, off_diagonal_mask, pair_similarity
+
+    y = F.one_hot(torch.tensor([0, 0, 0, 1, 2, 3]), 4).float()
+    s = pair_similarity(y)
+    mask = off_diagonal_mask(6)
+    w = balanced_pair_weights(s, mask)
+    pos, neg = (s > 0) & mask, (s == 0) & mask
+    assert w[pos].sum().item() == pytest.approx(w[neg].sum().item()) == pytest.approx(mask.sum().item())
+    assert (w[~mask] == 0).all()
+    only_neg = balanced_pair_weights(torch.zeros(3, 3), off_diagonal_mask(3))
+    assert torch.equal(only_neg, off_diagonal_mask(3).float())

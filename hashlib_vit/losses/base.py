@@ -57,3 +57,21 @@ def pair_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None
 
 def off_diagonal_mask(n: int, device=None) -> torch.Tensor:
     return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def balanced_pair_weights(s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pair weights ``w_ij = |S|/|S1|`` for similar and ``|S|/|S0|`` for dissimilar pairs (HashNet, DCH,
+    TransHash), over the pairs selected by ``mask``; all ones when either kind is absent.
+
+    With these weights the positive and the negative pairs carry equal total mass (|S| each), whatever
+    the class balance of the batch.
+    """
+    if mask is None:
+        mask = torch.ones_like(s, dtype=torch.bool)
+    pos = (s > 0) & mask
+    neg = (s <= 0) & mask
+    n_all, n_pos, n_neg = mask.sum(), pos.sum(), neg.sum()
+    w = torch.ones_like(s, dtype=torch.float32)
+    if n_pos > 0 and n_neg > 0:
+        w = torch.where(pos, n_all / n_pos, n_all / n_neg).float()
+    return w * mask
