@@ -363,3 +363,22 @@ def test_bad_packed_input():
         evaluate(bad, p, np.array([0, 1]), np.array([0, 1]), bits=10)
     with pytest.raises(DataError, match="precision_at=5000"):
         evaluate(np.ones((2, 4)), np.ones((3, 4)), np.array([0, 1]), np.array([0, 1, 1]), precision_at=(5000,))
+
+
+def test_long_ranking_sparse_path_equals_numpy_reference():
+    # M > 20000 ranks on CPU switches to the sparse (relevant positions only) computation
+    rng = np.random.default_rng(9)
+    q, db, ql, dl = random_case(rng, 6, 21000, 8, 7)
+    got = evaluate(q, db, ql, dl, precision_at=(1, 20999), chunk=4)
+    for normalizer in ("retrieved", "min_k_relevant"):
+        aps, p1 = [], []
+        for i in range(6):
+            dist = (8 - db.astype(int) @ q[i].astype(int)) // 2
+            rel = (dl == ql[i]).astype(float)[np.argsort(dist, kind="stable")]
+            hits = np.cumsum(rel)
+            aps.append((rel * hits / np.arange(1, 21001)).sum() / (hits[-1] if normalizer == "retrieved" else
+                                                                   min(21000, rel.sum())))
+            p1.append(hits[20998] / 20999)
+        r = evaluate(q, db, ql, dl, ap_normalizer=normalizer, precision_at=(1, 20999), chunk=4)
+        assert r["map"] == pytest.approx(np.mean(aps), abs=1e-12)
+        assert r["precision_at_20999"] == pytest.approx(np.mean(p1), abs=1e-12)

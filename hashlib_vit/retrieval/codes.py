@@ -175,15 +175,20 @@ def np_hamming_block(qwords: np.ndarray, dbwords: np.ndarray, out: np.ndarray, b
     W = dbwords.shape[1]
     if buf is None:
         buf = np.empty(n, dbwords.dtype)
+    if W == 1 and out.dtype == np.uint8:
+        col = dbwords[:, 0]
+        for i in range(qwords.shape[0]):
+            np.bitwise_xor(col, qwords[i, 0], out=buf)
+            np.bitwise_count(buf, out=out[i])
+        return out
     cnt = np.empty(n, np.uint8)
     for i in range(qwords.shape[0]):
         for w in range(W):
             np.bitwise_xor(dbwords[:, w], qwords[i, w], out=buf)
+            np.bitwise_count(buf, out=cnt)
             if w == 0:
-                np.bitwise_count(buf, out=cnt)
                 out[i] = cnt
             else:
-                np.bitwise_count(buf, out=cnt)
                 out[i] += cnt
     return out
 

@@ -33,6 +33,8 @@ compatibility mode reproducing DeepHash-pytorch's ``CalcTopMap`` numbers on floa
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -163,63 +165,111 @@ def _prepare_labels(query_labels, db_labels, nq: int, nd: int, qname="query_labe
 
 
 # ----------------------------------------------------------------------------- chunk kernels
-def _relevance(kind, qlab, dlab, s, e) -> torch.Tensor:
-    if kind == "class":
-        return dlab[None, :] == qlab[s:e, None]
-    rel = None
-    for w in range(dlab.shape[1]):
-        r = (dlab[None, :, w] & qlab[s:e, None, w]) != 0
-        rel = r if rel is None else rel | r
-    return rel
+# Every chunk of r queries yields two things: H (r, 2(B+1)) counts of (distance, relevant) pairs over
+# the whole database, and top (r, M) the relevance of the first M ranked items. All metrics follow
+# from these. The CPU path uses numpy popcount and uint8 arithmetic; the torch path runs on any device.
+class _Ctx:
+    pass
 
 
-def _row_hist(key: torch.Tensor, nbins: int) -> torch.Tensor:
-    r = key.shape[0]
-    if key.device.type == "cpu":
-        return torch.stack([torch.bincount(key[i], minlength=nbins) for i in range(r)])
-    off = torch.arange(r, device=key.device)[:, None] * nbins
-    return torch.bincount((key.long() + off).view(-1), minlength=r * nbins).view(r, nbins)
-
-
-def _top_relevance(D, Rl, M: int, cn: torch.Tensor, ties: str) -> torch.Tensor:
-    """(r, M) bool: relevance of the first M items of each query's ranking (D: distances, Rl: relevance)."""
-    r, N = D.shape
-    if ties == "numpy" or D.device.type == "cpu":
-        Dn, Rn = D.cpu().numpy(), Rl.cpu().numpy()
-        if ties == "numpy":  # DeepHash-pytorch: np.argsort(float32 hamm) (default kind), row by row
-            order = np.argsort(Dn.astype(np.float32), axis=1)[:, :M]
-            out = np.take_along_axis(Rn, order, 1)
-        elif M == N:
-            out = np.take_along_axis(Rn, np.argsort(Dn, axis=1, kind="stable"), 1)
+def _cpu_chunk(c, s: int, e: int):
+    """numpy path, one query row at a time so that every (N,) temporary stays in the CPU cache."""
+    r, N, M = e - s, c.N, c.M
+    D2 = np.empty((1, N), dist_dtype(c.B))
+    D = D2[0]
+    R = np.empty(N, bool)
+    key = np.empty(N, np.uint8 if c.B <= 127 else np.int16)
+    kt = torch.from_numpy(key)
+    wbuf = np.empty(N, c.dwords.dtype)
+    H = torch.empty((r, c.nbins), dtype=torch.int64)
+    top = np.empty((r, M), bool)
+    for i in range(r):
+        np_hamming_block(c.qwords[s + i:s + i + 1], c.dwords, D2, wbuf)
+        if c.kind == "class":
+            np.equal(c.dlab, c.qlab[s + i], out=R)
         else:
-            dstar = (cn < M).sum(1).cpu().numpy()  # the distance group holding rank M
-            out = np.empty((r, M), bool)
-            for i in range(r):
-                cand = np.flatnonzero(Dn[i] <= dstar[i])
-                o = np.argsort(Dn[i, cand], kind="stable")[:M]
-                out[i] = Rn[i, cand[o]]
-        return torch.from_numpy(out).to(D.device)
-    order = torch.sort(D, dim=1, stable=True).indices[:, :M]
-    return torch.gather(Rl, 1, order)
+            R[:] = False
+            for w in range(c.dlab.shape[0]):
+                R |= np.bitwise_and(c.dlab[w], c.qlab[s + i, w]) != 0
+        np.add(D, D, out=key, casting="unsafe")
+        np.add(key, R, out=key, casting="unsafe")
+        h = torch.bincount(kt, minlength=c.nbins)
+        H[i] = h
+        if c.ties == "numpy":  # DeepHash-pytorch: np.argsort(float32 hamm) with numpy's default kind
+            top[i] = R[np.argsort(D.astype(np.float32))[:M]]
+        elif M == N:
+            top[i] = R[np.argsort(D, kind="stable")]
+        else:  # only items up to the distance group holding rank M can enter the top M
+            cn = (h[0::2] + h[1::2]).cumsum(0)
+            dstar = int((cn < M).sum())
+            cand = np.flatnonzero(D <= dstar)
+            top[i] = R[cand[np.argsort(D[cand], kind="stable")[:M]]]
+    return H, torch.from_numpy(top)
 
 
-def _lchoose(a, b):
-    return torch.lgamma(a + 1) - torch.lgamma(b + 1) - torch.lgamma(a - b + 1)
+def _torch_chunk(c, s: int, e: int):
+    r = e - s
+    D = torch_hamming_block(c.qp[s:e], c.dp)
+    if c.kind == "class":
+        R = c.dlab[None, :] == c.qlab[s:e, None]
+    else:
+        R = torch.zeros(D.shape, dtype=torch.bool, device=D.device)
+        for w in range(c.dlab.shape[0]):
+            R |= (c.dlab[w][None, :] & c.qlab[s:e, w][:, None]) != 0
+    key = (D + D + R).long() + torch.arange(r, device=D.device)[:, None] * c.nbins
+    H = torch.bincount(key.view(-1), minlength=r * c.nbins).view(r, c.nbins)
+    if c.ties == "numpy":
+        top = torch.from_numpy(np.take_along_axis(R.cpu().numpy(), np.argsort(
+            D.cpu().numpy().astype(np.float32), axis=1)[:, :c.M], 1)).to(D.device)
+    else:
+        top = torch.gather(R, 1, torch.sort(D, dim=1, stable=True).indices[:, :c.M])
+    return H, top
 
 
-def _tie_aware_ap(n, npos, K: int, Rall, harm, normalizer: str):
+def _rank_stats(top: torch.Tensor, K: int, cuts, normalizer: str, Rq: torch.Tensor):
+    """From the relevance of the first M ranked items: AP@K and the hit counts at each rank in ``cuts``."""
+    r, M = top.shape
+    if M <= 20000 or top.device.type != "cpu":  # dense: cumulative hits over the first M ranks
+        cs = top.cumsum(1, dtype=torch.int32)
+        csK = cs[:, :K].to(torch.float64)
+        ranks = torch.arange(1, K + 1, dtype=torch.float64, device=top.device)
+        S = (top[:, :K] * (csK / ranks)).sum(1)
+        if normalizer == "retrieved":
+            norm = csK[:, -1]
+        else:
+            norm = torch.minimum(Rq, torch.full_like(Rq, float(K)))
+        ap = torch.where(norm > 0, S / norm.clamp(min=1), torch.zeros_like(S))
+        idx = torch.as_tensor([n - 1 for n in cuts], dtype=torch.long, device=top.device)
+        return ap, cs[:, idx].to(torch.float64)
+    # sparse: only the positions of the relevant items (long rankings, e.g. mAP@all)
+    rows, pos = torch.nonzero(top, as_tuple=True)
+    counts = torch.bincount(rows, minlength=r)
+    start = counts.cumsum(0) - counts
+    hit = (torch.arange(len(pos), device=top.device) - start[rows] + 1).to(torch.float64)
+    inK = pos < K
+    S = torch.bincount(rows[inK], weights=(hit / (pos + 1))[inK], minlength=r).to(torch.float64)
+    if normalizer == "retrieved":
+        norm = torch.bincount(rows[inK], minlength=r).to(torch.float64)
+    else:
+        norm = torch.minimum(Rq, torch.full_like(Rq, float(K)))
+    ap = torch.where(norm > 0, S / norm.clamp(min=1), torch.zeros_like(S))
+    hits = torch.stack([torch.bincount(rows[pos < n], minlength=r) for n in cuts], 1).to(torch.float64) \
+        if cuts else torch.zeros((r, 0), dtype=torch.float64, device=top.device)
+    return ap, hits
+
+
+def _tie_aware_ap(n, npos, K: int, Rall, harm, lfact, normalizer: str):
     """Expected AP@K over random orderings inside tie groups, from per-distance counts (r, B+1) float64."""
     cn = n.cumsum(1)
     L = cn - n
     Lp = npos.cumsum(1) - npos
     dstar = (cn < K).sum(1, keepdim=True)  # boundary group index (groups < dstar are fully inside the top K)
-    Li = L.long()
 
     def h1(Lb, cnt):  # sum_{t=L+1}^{L+cnt} 1/t
         return harm[(Lb + cnt).long()] - harm[Lb.long()]
 
     ratio = torch.where(n > 1, (npos - 1) / (n - 1).clamp(min=1), torch.zeros_like(n))
-    H1 = harm[(Li + n.long())] - harm[Li]
+    H1 = h1(L, n)
     H2 = n - (L + 1) * H1
     E = torch.where(n > 0, npos / n.clamp(min=1), torch.zeros_like(n)) * ((Lp + 1) * H1 + ratio * H2)
     d = torch.arange(n.shape[1], device=n.device)[None, :]
@@ -243,11 +293,16 @@ def _tie_aware_ap(n, npos, K: int, Rall, harm, normalizer: str):
     h = lo[:, None] + torch.arange(W, device=n.device, dtype=n.dtype)[None, :]
     valid = h <= hi[:, None]
     hc = torch.minimum(h, hi[:, None])
-    logp = _lchoose(pb[:, None], hc) + _lchoose((nb - pb)[:, None], m[:, None] - hc)
+    mm = m[:, None]
+
+    def lchoose(a, b):
+        a, b = a.long(), b.long()
+        return lfact[a] - lfact[b] - lfact[a - b]
+
+    logp = lchoose(pb[:, None].expand_as(hc), hc) + lchoose((nb - pb)[:, None].expand_as(hc), mm - hc)
     logp = torch.where(valid, logp, torch.full_like(logp, -math.inf))
     p = torch.exp(logp - logp.max(1, keepdim=True).values)
     p = p / p.sum(1, keepdim=True)
-    mm = m[:, None]
     pair = torch.where(mm > 1, hc * (hc - 1) / (mm * (mm - 1)).clamp(min=1), torch.zeros_like(hc))
     num = S_prev[:, None] + hc / mm * (Lpb[:, None] + 1) * H1c[:, None] + pair * H2c[:, None]
     den = Lpb[:, None] + hc
@@ -268,7 +323,8 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
              zero_relevant: str | None = None, zero_label: str | None = None, empty_radius: str | None = None,
              drop_last: bool | None = None, seed: int | None = None, radius: int | None = None,
              precision_at=None, pr_points: int | None = None, pr_ranks=None, curves: bool = False,
-             tie_aware: bool = True, device=None, chunk: int | None = None) -> dict:
+             tie_aware: bool = True, device=None, chunk: int | None = None,
+             threads: int | None = None) -> dict:
     """All retrieval metrics of one evaluation, as a dict of scalars (plus curves with ``curves=True``).
 
     Parameters
@@ -286,7 +342,8 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         default ``pr_points`` ranks evenly spaced up to K) as small lists.
     tie_aware : compute ``map_tie_aware`` (expected AP@K over random tie orders).
     device : ``None`` runs numpy popcount on CPU (or torch on the codes' CUDA device); a torch device runs
-        the torch path there. ``chunk`` : queries per block (memory is O(chunk x N) bytes).
+        the torch path there. ``chunk`` : queries per block (memory is O(chunk x N) bytes). ``threads`` : CPU
+        worker threads over query blocks (default: the CPU count, at most 8).
     """
     preset, opts = resolve_options(protocol, ties=ties, ap_normalizer=ap_normalizer, zero_relevant=zero_relevant,
                                    zero_label=zero_label, empty_radius=empty_radius, drop_last=drop_last,
@@ -322,98 +379,92 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     M = max([K, *p_at, *pr])
     rad = min(int(opts.radius), B)
 
-    # -- device / backend
+    # -- device / backend, prepared once
+    c = _Ctx()
+    c.B, c.N, c.M, c.nbins, c.kind, c.ties = B, N, M, 2 * (B + 1), kind, opts.ties
     use_torch = device is not None or any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in (qp, dp))
+    perm = np.random.default_rng(opts.seed).permutation(N) if opts.ties == "random" else None
+    if perm is not None:  # shuffle the database once: the stable ranking then breaks ties by the permutation
+        dlab = dlab[perm]
+    if kind == "class":
+        top_cls = max(int(dlab.max(initial=0)), int(qlab.max(initial=0)))
+        lab_dt = np.int8 if top_cls < 2**7 else np.int16 if top_cls < 2**15 else np.int64
+        qlab, dlab = qlab.astype(lab_dt), dlab.astype(lab_dt)
+    else:
+        dlab = np.ascontiguousarray(dlab.T)  # (words, N)
     if use_torch:
-        dev = torch.device(device) if device is not None else (qp.device if isinstance(qp, torch.Tensor)
-                                                               and qp.device.type != "cpu" else dp.device)
-        qp_t, dp_t = torch.as_tensor(qp).to(dev), torch.as_tensor(dp).to(dev)
+        dev = torch.device(device) if device is not None else next(
+            x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu")
+        c.qp = torch.as_tensor(qp).to(dev)
+        c.dp = torch.as_tensor(dp).to(dev)
+        if perm is not None:
+            c.dp = c.dp[torch.from_numpy(perm).to(dev)]
+        c.qlab, c.dlab = torch.from_numpy(qlab).to(dev), torch.from_numpy(dlab).to(dev)
+        chunk_fn = _torch_chunk
+        default_chunk = 2**27 // (N * max(8, c.qp.shape[1]))
     else:
         dev = torch.device("cpu")
         qp = qp.cpu().numpy() if isinstance(qp, torch.Tensor) else qp
         dp = dp.cpu().numpy() if isinstance(dp, torch.Tensor) else dp
-        qwords, dwords = np_words(qp), np_words(dp)
-    qlab_t = torch.from_numpy(qlab).to(dev)
-    dlab_np = dlab
-    if opts.ties == "random":  # shuffle the database once: stable ranking then breaks ties by the permutation
-        perm = np.random.default_rng(opts.seed).permutation(N)
-        dlab_np = dlab[perm]
-        if use_torch:
-            dp_t = dp_t[torch.from_numpy(perm).to(dev)]
-        else:
-            dwords = np.ascontiguousarray(dwords[perm])
-    if kind == "class":
-        small = max(int(dlab_np.max(initial=0)), int(qlab.max(initial=0))) < 2**15
-        dlab_t = torch.from_numpy(dlab_np.astype(np.int16 if small else np.int64)).to(dev)
-        qlab_t = qlab_t.to(torch.int16 if small else torch.int64)
-    else:
-        dlab_t = torch.from_numpy(np.ascontiguousarray(dlab_np)).to(dev)
+        c.qwords, c.dwords = np_words(qp), np_words(dp)
+        if perm is not None:
+            c.dwords = np.ascontiguousarray(c.dwords[perm])
+        c.qlab, c.dlab = qlab, dlab
+        chunk_fn = _cpu_chunk
+        default_chunk = 2**23 // N
+    chunk = max(1, min(Q, int(default_chunk if chunk is None else chunk)))
     harm = torch.cat([torch.zeros(1, dtype=torch.float64),
                       torch.cumsum(1.0 / torch.arange(1, N + 1, dtype=torch.float64), 0)]).to(dev)
+    lfact = torch.lgamma(torch.arange(N + 2, dtype=torch.float64) + 1).to(dev)
+    cuts = list(p_at) + list(pr)
 
-    if chunk is None:
-        chunk = 2**21 // N if not use_torch else 2**27 // (N * max(8, qp_t.shape[1]))
-    chunk = max(1, min(Q, int(chunk)))
-    nbins = 2 * (B + 1)
-    f64 = torch.float64
     ap = np.zeros(Q)
     ap_t = np.zeros(Q)
     rall = np.zeros(Q)
     rad_p = np.zeros((Q, B + 1))
     rad_r = np.zeros((Q, B + 1))
-    p_at_v = np.zeros((Q, len(p_at)))
-    r_at_v = np.zeros((Q, len(p_at)))
-    pr_p = np.zeros((Q, len(pr)))
-    pr_r = np.zeros((Q, len(pr)))
-    ranks = torch.arange(1, K + 1, dtype=f64, device=dev)
-    Dbuf = None if use_torch else np.empty((chunk, N), dist_dtype(B))
-    wbuf = None if use_torch else np.empty(N, dwords.dtype)
-    for s in range(0, Q, chunk):
+    hits_at = np.zeros((Q, len(cuts)))
+
+    def work(s):
         e = min(Q, s + chunk)
-        r = e - s
-        if use_torch:
-            D = torch_hamming_block(qp_t[s:e], dp_t)
-            if B <= 127:
-                D = D.to(torch.uint8)
-        else:
-            Dn = np_hamming_block(qwords[s:e], dwords, Dbuf[:r], wbuf)
-            D = torch.from_numpy(Dn)
-            if B > 127:
-                D = D.to(torch.int16)
-        Rl = _relevance(kind, qlab_t, dlab_t, s, e)
-        key = D + D
-        key += Rl
-        H = _row_hist(key, nbins).to(f64)
+        H, top = chunk_fn(c, s, e)
+        H = H.to(torch.float64)
         n = H[:, 0::2] + H[:, 1::2]
         npos = H[:, 1::2]
         cn = n.cumsum(1)
         cp = npos.cumsum(1)
         Rq = cp[:, -1]
-        # Hamming-radius precision / recall (every radius 0..B)
-        prec = torch.where(cn > 0, cp / cn.clamp(min=1), torch.full_like(cp, math.nan))
-        rec = torch.where(Rq[:, None] > 0, cp / Rq[:, None].clamp(min=1), torch.zeros_like(cp))
-        # rank-based metrics on the first M items of the ranking
-        top = _top_relevance(D, Rl, M, cn, opts.ties)
-        hits = top.cumsum(1, dtype=f64)
-        topK = top[:, :K].to(f64)
-        S = (topK * hits[:, :K] / ranks).sum(1)
-        if opts.ap_normalizer == "retrieved":
-            norm = hits[:, K - 1]
-        else:
-            norm = torch.minimum(Rq, torch.full_like(Rq, float(K)))
-        apq = torch.where(norm > 0, S / norm.clamp(min=1), torch.zeros_like(S))
-        if tie_aware:
-            ap_t[s:e] = _tie_aware_ap(n, npos, K, Rq, harm, opts.ap_normalizer).cpu().numpy()
+        rad_p[s:e] = torch.where(cn > 0, cp / cn.clamp(min=1), torch.full_like(cp, math.nan)).cpu().numpy()
+        rad_r[s:e] = torch.where(Rq[:, None] > 0, cp / Rq[:, None].clamp(min=1), torch.zeros_like(cp)).cpu().numpy()
+        apq, hits = _rank_stats(top, K, cuts, opts.ap_normalizer, Rq)
         ap[s:e] = apq.cpu().numpy()
+        hits_at[s:e] = hits.cpu().numpy()
         rall[s:e] = Rq.cpu().numpy()
-        rad_p[s:e] = prec.cpu().numpy()
-        rad_r[s:e] = rec.cpu().numpy()
-        for j, nn in enumerate(p_at):
-            p_at_v[s:e, j] = (hits[:, nn - 1] / nn).cpu().numpy()
-            r_at_v[s:e, j] = torch.where(Rq > 0, hits[:, nn - 1] / Rq.clamp(min=1), torch.zeros_like(Rq)).cpu().numpy()
-        for j, nn in enumerate(pr):
-            pr_p[s:e, j] = (hits[:, nn - 1] / nn).cpu().numpy()
-            pr_r[s:e, j] = torch.where(Rq > 0, hits[:, nn - 1] / Rq.clamp(min=1), torch.zeros_like(Rq)).cpu().numpy()
+        if tie_aware:
+            ap_t[s:e] = _tie_aware_ap(n, npos, K, Rq, harm, lfact, opts.ap_normalizer).cpu().numpy()
+
+    starts = range(0, Q, chunk)
+    if use_torch:
+        for s0 in starts:
+            work(s0)
+    else:  # numpy and torch release the GIL: chunks run in a few threads, torch kept single-threaded
+        workers = max(1, min(len(starts), threads if threads is not None else min(8, os.cpu_count() or 1)))
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if workers == 1:
+                for s0 in starts:
+                    work(s0)
+            else:
+                with ThreadPoolExecutor(workers) as ex:
+                    list(ex.map(work, starts))
+        finally:
+            torch.set_num_threads(prev)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_at_v = hits_at[:, :len(p_at)] / np.asarray(p_at, dtype=float)
+        r_at_v = np.where(rall[:, None] > 0, hits_at[:, :len(p_at)] / np.maximum(rall, 1)[:, None], 0.0)
+        pr_p = hits_at[:, len(p_at):] / np.asarray(pr, dtype=float)
+        pr_r = np.where(rall[:, None] > 0, hits_at[:, len(p_at):] / np.maximum(rall, 1)[:, None], 0.0)
 
     zero_rel = (rall == 0) & ~zero_lab
     counted = np.ones(Q, bool)
