@@ -366,7 +366,7 @@ def test_bad_packed_input():
 
 
 def test_long_ranking_sparse_path_equals_numpy_reference():
-    # M > 20000 ranks on CPU switches to the sparse (relevant positions only) computation
+    # a ranking longer than the candidate shortcut: the full stable sort path (M == N), both normalisers
     rng = np.random.default_rng(9)
     q, db, ql, dl = random_case(rng, 6, 21000, 8, 7)
     got = evaluate(q, db, ql, dl, precision_at=(1, 20999), chunk=4)

@@ -182,7 +182,9 @@ def _cpu_chunk(c, s: int, e: int):
     kt = torch.from_numpy(key)
     wbuf = np.empty(N, c.dwords.dtype)
     H = torch.empty((r, c.nbins), dtype=torch.int64)
-    top = np.empty((r, M), bool)
+    ap = np.zeros(r)
+    hits = np.zeros((r, len(c.cuts)))
+    K = c.K
     for i in range(r):
         np_hamming_block(c.qwords[s + i:s + i + 1], c.dwords, D2, wbuf)
         if c.kind == "class":
@@ -195,16 +197,22 @@ def _cpu_chunk(c, s: int, e: int):
         np.add(key, R, out=key, casting="unsafe")
         h = torch.bincount(kt, minlength=c.nbins)
         H[i] = h
+        hn = h.numpy()
         if c.ties == "numpy":  # DeepHash-pytorch: np.argsort(float32 hamm) with numpy's default kind
-            top[i] = R[np.argsort(D.astype(np.float32))[:M]]
+            top = R[np.argsort(D.astype(np.float32))[:M]]
         elif M == N:
-            top[i] = R[np.argsort(D, kind="stable")]
+            top = R[np.argsort(D, kind="stable")]
         else:  # only items up to the distance group holding rank M can enter the top M
-            cn = (h[0::2] + h[1::2]).cumsum(0)
-            dstar = int((cn < M).sum())
+            dstar = int(np.searchsorted(np.cumsum(hn[0::2] + hn[1::2]), M))
             cand = np.flatnonzero(D <= dstar)
-            top[i] = R[cand[np.argsort(D[cand], kind="stable")[:M]]]
-    return H, torch.from_numpy(top)
+            top = R[cand[np.argsort(D[cand], kind="stable")[:M]]]
+        pos = np.flatnonzero(top)  # 0-based ranks of the relevant items among the first M
+        nk = int(np.searchsorted(pos, K))
+        S = float((np.arange(1, nk + 1) / (pos[:nk] + 1.0)).sum())
+        norm = nk if c.normalizer == "retrieved" else min(K, int(hn[1::2].sum()))
+        ap[i] = S / norm if norm else 0.0
+        hits[i] = np.searchsorted(pos, c.cuts)
+    return H, ap, hits
 
 
 def _torch_chunk(c, s: int, e: int):
@@ -223,39 +231,24 @@ def _torch_chunk(c, s: int, e: int):
             D.cpu().numpy().astype(np.float32), axis=1)[:, :c.M], 1)).to(D.device)
     else:
         top = torch.gather(R, 1, torch.sort(D, dim=1, stable=True).indices[:, :c.M])
-    return H, top
+    Rq = H[:, 1::2].sum(1).to(torch.float64)
+    ap, hits = _rank_stats(top, c.K, c.cuts, c.normalizer, Rq)
+    return H, ap.cpu().numpy(), hits.cpu().numpy()
 
 
 def _rank_stats(top: torch.Tensor, K: int, cuts, normalizer: str, Rq: torch.Tensor):
     """From the relevance of the first M ranked items: AP@K and the hit counts at each rank in ``cuts``."""
-    r, M = top.shape
-    if M <= 20000 or top.device.type != "cpu":  # dense: cumulative hits over the first M ranks
-        cs = top.cumsum(1, dtype=torch.int32)
-        csK = cs[:, :K].to(torch.float64)
-        ranks = torch.arange(1, K + 1, dtype=torch.float64, device=top.device)
-        S = (top[:, :K] * (csK / ranks)).sum(1)
-        if normalizer == "retrieved":
-            norm = csK[:, -1]
-        else:
-            norm = torch.minimum(Rq, torch.full_like(Rq, float(K)))
-        ap = torch.where(norm > 0, S / norm.clamp(min=1), torch.zeros_like(S))
-        idx = torch.as_tensor([n - 1 for n in cuts], dtype=torch.long, device=top.device)
-        return ap, cs[:, idx].to(torch.float64)
-    # sparse: only the positions of the relevant items (long rankings, e.g. mAP@all)
-    rows, pos = torch.nonzero(top, as_tuple=True)
-    counts = torch.bincount(rows, minlength=r)
-    start = counts.cumsum(0) - counts
-    hit = (torch.arange(len(pos), device=top.device) - start[rows] + 1).to(torch.float64)
-    inK = pos < K
-    S = torch.bincount(rows[inK], weights=(hit / (pos + 1))[inK], minlength=r).to(torch.float64)
+    cs = top.cumsum(1, dtype=torch.int32)  # cumulative hits over the first M ranks
+    csK = cs[:, :K].to(torch.float64)
+    ranks = torch.arange(1, K + 1, dtype=torch.float64, device=top.device)
+    S = (top[:, :K] * (csK / ranks)).sum(1)
     if normalizer == "retrieved":
-        norm = torch.bincount(rows[inK], minlength=r).to(torch.float64)
+        norm = csK[:, -1]
     else:
         norm = torch.minimum(Rq, torch.full_like(Rq, float(K)))
     ap = torch.where(norm > 0, S / norm.clamp(min=1), torch.zeros_like(S))
-    hits = torch.stack([torch.bincount(rows[pos < n], minlength=r) for n in cuts], 1).to(torch.float64) \
-        if cuts else torch.zeros((r, 0), dtype=torch.float64, device=top.device)
-    return ap, hits
+    idx = torch.as_tensor([int(n) - 1 for n in cuts], dtype=torch.long, device=top.device)
+    return ap, cs[:, idx].to(torch.float64)
 
 
 def _tie_aware_ap(n, npos, K: int, Rall, harm, lfact, normalizer: str):
@@ -417,6 +410,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
                       torch.cumsum(1.0 / torch.arange(1, N + 1, dtype=torch.float64), 0)]).to(dev)
     lfact = torch.lgamma(torch.arange(N + 2, dtype=torch.float64) + 1).to(dev)
     cuts = list(p_at) + list(pr)
+    c.K, c.cuts, c.normalizer = K, np.asarray(cuts, dtype=np.int64), opts.ap_normalizer
 
     ap = np.zeros(Q)
     ap_t = np.zeros(Q)
@@ -427,7 +421,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
 
     def work(s):
         e = min(Q, s + chunk)
-        H, top = chunk_fn(c, s, e)
+        H, apq, hits = chunk_fn(c, s, e)
         H = H.to(torch.float64)
         n = H[:, 0::2] + H[:, 1::2]
         npos = H[:, 1::2]
@@ -436,9 +430,8 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         Rq = cp[:, -1]
         rad_p[s:e] = torch.where(cn > 0, cp / cn.clamp(min=1), torch.full_like(cp, math.nan)).cpu().numpy()
         rad_r[s:e] = torch.where(Rq[:, None] > 0, cp / Rq[:, None].clamp(min=1), torch.zeros_like(cp)).cpu().numpy()
-        apq, hits = _rank_stats(top, K, cuts, opts.ap_normalizer, Rq)
-        ap[s:e] = apq.cpu().numpy()
-        hits_at[s:e] = hits.cpu().numpy()
+        ap[s:e] = apq
+        hits_at[s:e] = hits
         rall[s:e] = Rq.cpu().numpy()
         if tie_aware:
             ap_t[s:e] = _tie_aware_ap(n, npos, K, Rq, harm, lfact, opts.ap_normalizer).cpu().numpy()
