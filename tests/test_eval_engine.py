@@ -382,3 +382,27 @@ def test_long_ranking_sparse_path_equals_numpy_reference():
         r = evaluate(q, db, ql, dl, ap_normalizer=normalizer, precision_at=(1, 20999), chunk=4)
         assert r["map"] == pytest.approx(np.mean(aps), abs=1e-12)
         assert r["precision_at_20999"] == pytest.approx(np.mean(p1), abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", ["index", "random", "numpy"])
+def test_torch_path_every_tie_policy_and_many_classes(ties):
+    rng = np.random.default_rng(31)
+    q, db, ql, dl = random_case(rng, 9, 70, 10, 70, multi=True, p_label=0.05, zero_rows=2)  # 70 classes: 2 words
+    a = evaluate(q, db, ql, dl, topk=25, ties=ties, seed=4, precision_at=(5, 70))
+    b = evaluate(torch.tensor(q), torch.tensor(db), ql, dl, topk=25, ties=ties, seed=4, precision_at=(5, 70),
+                 device="cpu", chunk=2)
+    for k, v in a.items():
+        assert b[k] == (pytest.approx(v, abs=1e-12) if isinstance(v, float) else v), k
+    if ties != "numpy":
+        want = ref_metrics(q, db, ql, dl, 25, ties=ties, seed=4, p_at=(5, 70))
+        assert a["map"] == pytest.approx(want["map"], abs=1e-12)
+        assert a["recall_at_5"] == pytest.approx(want["recall_at_5"], abs=1e-12)
+
+
+def test_class_indices_and_one_hot_labels_are_interchangeable():
+    rng = np.random.default_rng(13)
+    q, db, ql, dl = random_case(rng, 8, 30, 8, 4)
+    a = evaluate(q, db, ql, dl, topk=10)
+    b = evaluate(q, db, np.eye(4)[ql], np.eye(4)[dl], topk=10)
+    c = evaluate(q, db, ql, np.eye(4)[dl], topk=10)
+    assert a == b == c
