@@ -24,7 +24,9 @@ saved inside it, next to what the notebook writes (``metrics.json``, ``config.js
 parameters the runner passed are recorded in ``grid_params.json``. Run names come deterministically
 from the swept values, so rerunning a grid finds its earlier runs: a run whose ``metrics.json`` exists
 and whose recorded parameters equal the current ones is skipped (an interrupted grid resumes where it
-stopped). A failing run is recorded (status, failing cell, error) and the grid goes on. The summary
+stopped). A failing run is recorded (status; ``error_cell``: the failing cell's index in the executed
+notebook saved in its run directory; ``error``: exception name and message; ``error_source``: the
+cell's first line) and the grid goes on. The summary
 ``<output>/grid_summary.csv`` is rewritten atomically after every run.
 
 Before anything runs, every parameter name is checked against the notebook's ``parameters`` cell

@@ -217,7 +217,8 @@ def reference_results(path: str | os.PathLike | None = None) -> "pd.DataFrame": 
 
 
 def _short_source(src: str) -> str:
-    return src.split(" (")[0] if len(src) > 40 else src
+    """``TransHash (Chen et al., ICMR 2022)`` -> ``TransHash`` (the reference CSV keeps the full source)."""
+    return src.split(" (")[0]
 
 
 def _diff_text(ref: "pd.Series", ours: "pd.DataFrame") -> str:  # noqa: F821
@@ -236,6 +237,9 @@ def _diff_text(ref: "pd.Series", ours: "pd.DataFrame") -> str:  # noqa: F821
     else:
         parts.append(f"protocol: paper {paper_proto} {paper_metric} vs ours {', '.join(our_proto)} "
                      f"mAP@{', '.join(our_topk)}")
+    if ref["bits"] == "mean":
+        bits = ", ".join(str(b) for b in sorted(ours["bits"].unique()))
+        parts.append(f"bits: paper's mean over its tested code lengths vs our mean over {bits} bits")
     our_train = "; ".join(sorted(ours["training"].astype(str).unique()))
     parts.append(f"training: paper's full published recipe vs ours {our_train}")
     return "; ".join(parts)
@@ -262,11 +266,10 @@ def comparison_table(runs, reference=None, *, select: str = "matched", digits: i
     agg = aggregate(runs)
     keys = _row_keys(runs)
     cols = sorted({(p, b) for p, b in zip(agg["protocol"], agg["bits"])}, key=lambda x: (x[0], x[1]))
-    fam_of_col = {c: family_of(c[0]) for c in cols}
     ours_keys = {method_key(x) for col in ("method", "loss") if col in runs for x in runs[col].dropna().unique()}
     cand = ref.iloc[0:0]
     if select != "none":
-        fams = set(fam_of_col.values())
+        fams = {family_of(c[0]) for c in cols}
         cand = ref[ref["family"].isin(fams)]
         if select == "matched":
             cand = cand[cand["method_key"].map(lambda k: bool(k) and k in ours_keys)]
@@ -274,6 +277,7 @@ def comparison_table(runs, reference=None, *, select: str = "matched", digits: i
         mean_over_bits = bool((cand["bits"] == "mean").any())
     if mean_over_bits:
         cols += [(p, "mean") for p in sorted({c[0] for c in cols})]
+    fam_of_col = {c: family_of(c[0]) for c in cols}
     our_bits = {c[1] for c in cols}
     cand = cand[cand["bits"].isin(our_bits)]
 
@@ -298,8 +302,8 @@ def comparison_table(runs, reference=None, *, select: str = "matched", digits: i
     if len(cand):
         cand = cand.assign(_proto=[(r["protocol"] or r["dataset"]) + " " + r["metric"] +
                                    (f"@{r['topk']}" if r["topk"] else "") for _, r in cand.iterrows()])
-        for (src, meth, bb, pre, fam), grp in cand.groupby(["source", "method", "backbone", "pretraining", "family"],
-                                                           sort=False):
+        group_keys = ["source", "table", "method", "backbone", "pretraining", "family", "note"]
+        for (src, _tab, meth, bb, pre, fam, _note), grp in cand.groupby(group_keys, sort=False):
             ours_same = runs[runs["family"] == fam]
             mk = grp["method_key"].iloc[0]
             mine = ours_same[[method_key(m) == mk or method_key(l) == mk for m, l in
