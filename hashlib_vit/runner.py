@@ -15,6 +15,9 @@ A grid file is a YAML mapping::
       loss: [csq, dpsh]
       bits: [16, 32]
       seed: [0]
+      dataset:                                # a linked dimension: mappings set together, labelled by name
+        - {name: c10, protocol: cifar10, data_root: ../shared/data/cifar10}
+        - {name: digits, protocol: digits}
     runs:                                     # optional explicit runs (each merged over `fixed`)
       - {loss: csq, bits: 64, name: csq-64-extra}
     timeout: 3600                             # optional per-cell timeout in seconds (papermill)
@@ -184,9 +187,26 @@ def load_grid(path: str | os.PathLike, *, output: str | os.PathLike | None = Non
                         swept=swept))
 
     keys = list(sweep)
+    linked = {k for k in keys if all(isinstance(v, dict) for v in sweep[k])}
+    for k in keys:
+        if k not in linked and any(isinstance(v, dict) for v in sweep[k]) and k not in ("loss_params", "model_params"):
+            raise ConfigError(f"{where}: sweep.{k} mixes mappings and plain values; a linked dimension lists only "
+                              f"mappings of parameter: value (e.g. {{protocol: cifar10, data_root: ...}})")
+    for k in linked:
+        if k in ("loss_params", "model_params"):  # dict-valued parameters are plain values, not linked groups
+            linked.discard(k)
     for combo in itertools.product(*(sweep[k] for k in keys)):
-        swept = dict(zip(keys, combo))
-        add({**fixed, **swept}, swept, None, f"sweep run {swept}")
+        params, swept = dict(fixed), {}
+        for k, v in zip(keys, combo):
+            if k in linked:  # a linked dimension: several parameters set together, labelled by `name`
+                v = dict(v)
+                label = v.pop("name", None)
+                params.update(v)
+                swept[k] = str(label) if label is not None else "-".join(_slug(x) for x in v.values())
+            else:
+                params[k] = v
+                swept[k] = v
+        add(params, swept, None, f"sweep run {swept}")
     for i, entry in enumerate(explicit):
         entry = dict(entry)
         name = entry.pop("name", None)

@@ -272,7 +272,7 @@ def comparison_table(runs, reference=None, *, select: str = "matched", digits: i
         fams = {family_of(c[0]) for c in cols}
         cand = ref[ref["family"].isin(fams)]
         if select == "matched":
-            cand = cand[cand["method_key"].map(lambda k: bool(k) and k in ours_keys)]
+            cand = cand[cand["method_key"].isin(ours_keys - {""})]
     if mean_over_bits is None:
         mean_over_bits = bool((cand["bits"] == "mean").any())
     if mean_over_bits:

@@ -67,6 +67,12 @@ def test_grid_expansion_names_and_explicit_runs(tmp_path, tiny_nb):
     assert grid.runs[0].params == {"lr": 0.01, "loss": "csq", "bits": 16, "run_dir": str(tmp_path / "out" / names[0])}
     assert load_grid(g).runs[3].name == names[3]  # deterministic
     assert default_run_name({"lr": 0.0001, "loss_params": {"a": 1}}) == "lr-0.0001_loss_params-a-1"
+    # a linked dimension sets several parameters together and names the run by its label
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output="o", sweep={
+        "data": [{"name": "a", "loss": "csq", "lr": 0.1}, {"loss": "dpsh", "lr": 0.2}], "bits": [16]})
+    runs = load_grid(g).runs
+    assert [r.name for r in runs] == ["data-a_bits-16", "data-dpsh-0.2_bits-16"]
+    assert {k: v for k, v in runs[1].params.items() if k != "run_dir"} == {"loss": "dpsh", "lr": 0.2, "bits": 16}
     # duplicate names are refused
     bad = write_grid(tmp_path, notebook=str(tiny_nb), output="o", name="{loss}", sweep={"loss": ["csq"], "bits": [16, 32]})
     with pytest.raises(ConfigError, match="same name"):

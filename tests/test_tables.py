@@ -170,3 +170,13 @@ def test_build_tables_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no completed run directory"):
         build_tables(tmp_path / "empty", tmp_path / "out")
+
+
+def test_comparison_without_any_paper_value(tmp_path):
+    """Runs on a data set no paper reports (digits): our rows only, no error."""
+    for bits in (16, 32):
+        fake_run(tmp_path / f"csq_{bits}", method="quickstart-csq", loss="csq", protocol="digits", bits=bits, topk="all")
+    for select in ("matched", "all"):
+        comp = comparison_table(collect(tmp_path), select=select)
+        assert list(comp["source"]) == ["ours"] and list(comp.columns[-3:]) == ["digits 16 bits", "digits 32 bits",
+                                                                                 "differences"]
