@@ -146,3 +146,45 @@ def test_grid_runs_records_failure_resumes_and_tables(tmp_path, tiny_nb):
                     sweep={"loss": ["csq", "dpsh"], "bits": [16]})
     dry = run_grid(g2, progress=False, dry_run=True)
     assert list(dry["status"]) == ["pending", "pending"]
+
+
+def test_interrupted_grid_keeps_summary_and_resumes(tmp_path, tiny_nb, monkeypatch, capsys):
+    """Ctrl-C in the middle: the summary says what finished; the rerun runs only what is missing."""
+    import hashlib_vit.runner as runner
+
+    executed = []
+
+    def fake_execute(run, **kw):  # stands in for papermill: writes what the notebook would
+        executed.append(run.name)
+        if len(executed) == 2:  # Ctrl-C during the second run (loss-csq_bits-32)
+            raise KeyboardInterrupt
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / runner.PARAMS_NAME).write_text(json.dumps(runner._params_record(run)))
+        (run.run_dir / "metrics.json").write_text(json.dumps({"map": 0.5}))
+        return {"status": "completed", "seconds": 0.0, "map": 0.5}
+
+    monkeypatch.setattr(runner, "execute_run", fake_execute)
+    out = tmp_path / "out"
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), sweep={"loss": ["csq", "dpsh"], "bits": [16, 32]})
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(g, progress=False)
+    s = pd.read_csv(out / "grid_summary.csv")
+    assert list(s["status"]) == ["completed", "interrupted", "pending", "pending"]
+    summary = run_grid(g, progress=False)
+    assert list(summary["status"]) == ["skipped", "completed", "completed", "completed"]
+    # first pass: csq-16 done, csq-32 interrupted; second pass: only the three unfinished runs, in grid order
+    assert executed == ["loss-csq_bits-16", "loss-csq_bits-32", "loss-csq_bits-32", "loss-dpsh_bits-16",
+                        "loss-dpsh_bits-32"]
+
+
+def test_run_grid_command_dry_run(tmp_path, tiny_nb, capsys):
+    from hashlib_vit.cli import main
+
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), sweep={"bits": [16, 32]})
+    assert main(["run-grid", str(g), "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "bits-16" in out and "bits-32" in out and "pending" in out
+    assert not (tmp_path / "out").exists()
+    bad = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), sweep={"bitz": [16]})
+    assert main(["run-grid", str(bad), "--dry-run"]) == 2
+    assert "'bitz'" in capsys.readouterr().err
