@@ -26,8 +26,10 @@ Every run gets ``run_dir = <output>/<run name>`` as a notebook parameter; the ex
 saved inside it, next to what the notebook writes (``metrics.json``, ``config.json``, ...), and the
 parameters the runner passed are recorded in ``grid_params.json``. Run names come deterministically
 from the swept values, so rerunning a grid finds its earlier runs: a run whose ``metrics.json`` exists
-and whose recorded parameters equal the current ones is skipped (an interrupted grid resumes where it
-stopped). A failing run is recorded (status; ``error_cell``: the failing cell's index in the executed
+and whose recorded parameters (and status) in ``grid_params.json`` equal the current ones is skipped
+(an interrupted grid resumes where it stopped). Notebooks that write several run directories below
+their ``run_dir`` (e.g. the loss zoo) count as complete when they finished and left a metrics.json
+below it. A failing run is recorded (status; ``error_cell``: the failing cell's index in the executed
 notebook saved in its run directory; ``error``: exception name and message; ``error_source``: the
 cell's first line) and the grid goes on. The summary
 ``<output>/grid_summary.csv`` is rewritten atomically after every run.
@@ -364,16 +366,25 @@ def read_summary(path: str | os.PathLike):
 
 
 # ----------------------------------------------------------------------------- execution
+def _has_metrics(rd: Path) -> bool:
+    """metrics.json in the run directory, or below it (notebooks such as the loss zoo write one run
+    directory per loss and code length under their run_dir)."""
+    return (rd / "metrics.json").is_file() or (rd.is_dir() and any(rd.rglob("metrics.json")))
+
+
 def run_is_complete(run: Run) -> bool:
-    """metrics.json exists and the recorded parameters equal this run's parameters."""
+    """The run finished (metrics.json at or below its run_dir) with exactly this run's parameters."""
     rd = run.run_dir
-    if not (rd / "metrics.json").is_file():
-        return False
     try:
         recorded = json.loads((rd / PARAMS_NAME).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
-    return recorded == _params_record(run)
+    status = recorded.pop("status", None)
+    if recorded != _params_record(run):
+        return False
+    if status is None:  # record without a status: completed when the notebook's metrics.json is there
+        return (rd / "metrics.json").is_file()
+    return status == "completed" and _has_metrics(rd)
 
 
 def _rel(path: Path) -> str:
@@ -413,7 +424,11 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
         (rd / "metrics.json").unlink()
     except FileNotFoundError:
         pass
-    atomic_write_text(rd / PARAMS_NAME, json.dumps(_params_record(run), indent=2, sort_keys=True) + "\n")
+    def record(status: str) -> None:
+        atomic_write_text(rd / PARAMS_NAME, json.dumps({**_params_record(run), "status": status}, indent=2,
+                                                       sort_keys=True) + "\n")
+
+    record("running")
     out_nb = rd / run.notebook.name
     t0 = time.perf_counter()
     try:
@@ -425,11 +440,14 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the grid goes on
         fields = _error_fields(e)
         atomic_write_text(rd / "error.txt", "".join(traceback.format_exception_only(type(e), e)))
+        record("failed")
         return {"status": "failed", "seconds": round(time.perf_counter() - t0, 2), **fields}
     seconds = round(time.perf_counter() - t0, 2)
-    if not (rd / "metrics.json").is_file():
+    if not _has_metrics(rd):
+        record("failed")
         return {"status": "failed", "seconds": seconds, "error_cell": None,
-                "error": "the notebook finished but wrote no metrics.json into run_dir"}
+                "error": "the notebook finished but wrote no metrics.json at or below run_dir"}
+    record("completed")
     return {"status": "completed", "seconds": seconds, "map": _read_map(rd)}
 
 

@@ -188,3 +188,26 @@ def test_run_grid_command_dry_run(tmp_path, tiny_nb, capsys):
     bad = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), sweep={"bitz": [16]})
     assert main(["run-grid", str(bad), "--dry-run"]) == 2
     assert "'bitz'" in capsys.readouterr().err
+
+
+def test_completion_record(tmp_path, tiny_nb):
+    """Complete = recorded parameters match, status completed, a metrics.json at or below run_dir."""
+    import hashlib_vit.runner as runner
+
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), sweep={"bits": [16]})
+    run = load_grid(g).runs[0]
+    rd = run.run_dir
+    (rd / "loss-a_bits-16").mkdir(parents=True)
+    (rd / "loss-a_bits-16" / "metrics.json").write_text("{}")  # a notebook writing sub-run directories
+
+    def record(status, **over):
+        rec = {**runner._params_record(run), "status": status}
+        rec["parameters"] = {**rec["parameters"], **over}
+        (rd / runner.PARAMS_NAME).write_text(json.dumps(rec))
+
+    record("completed")
+    assert runner.run_is_complete(run)
+    record("running")  # killed mid-run
+    assert not runner.run_is_complete(run)
+    record("completed", bits=32)  # other parameters
+    assert not runner.run_is_complete(run)
