@@ -271,6 +271,13 @@ def _type_ok(type_name: str, value: Any, default_text: str) -> bool | None:
 
 def _registry_check(name: str, value: Any) -> str | None:
     """An error text when a registry-valued parameter names something unknown."""
+    if name == "losses" and isinstance(value, list):  # a list of loss names (the loss zoo)
+        from .losses import LOSSES
+
+        unknown = [v for v in value if not isinstance(v, str) or v not in LOSSES]
+        if unknown:
+            return f"names unknown loss(es) {unknown}; allowed: {', '.join(sorted(LOSSES.names()))}"
+        return None
     if not isinstance(value, str):
         return None
     if name == "protocol":

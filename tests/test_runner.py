@@ -97,6 +97,9 @@ def test_validation_rejects_bad_name_and_type_before_running(tmp_path, tiny_nb):
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), sweep={"loss": ["no-such-loss"]})
     with pytest.raises(ConfigError, match="'no-such-loss' is not a known loss"):
         run_grid(g, progress=False)
+    from hashlib_vit.runner import _registry_check
+
+    assert "['nope']" in _registry_check("losses", ["csq", "nope"]) and _registry_check("losses", ["csq"]) is None
     # ints are accepted for floats, None for Optional, and the grid validates
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), fixed={"lr": 1, "note": None}, sweep={"seed": [0]})
     validate_grid(load_grid(g))
