@@ -531,8 +531,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main_from_args(args) -> int:
-    summary = run_grid(args.grid, output=args.output, force=args.force, dry_run=args.dry_run,
-                       progress=not args.no_progress, only=args.only)
+    try:
+        summary = run_grid(args.grid, output=args.output, force=args.force, dry_run=args.dry_run,
+                           progress=not args.no_progress, only=args.only)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the summary so far is in {load_grid(args.grid, output=args.output).summary_path}; "
+              f"run the same command again to resume (completed runs are skipped)", file=sys.stderr)
+        return 130
     import pandas as pd
 
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 60):
