@@ -390,31 +390,19 @@ def write_table(df, out_stem: str | os.PathLike, caption: str = "") -> list[Path
 
 
 # ----------------------------------------------------------------------------- curves
-def _retrieval_curve_fn(*names: str):
-    """A curve function of the package's evaluation engine, when this version has one."""
-    from . import retrieval
-
-    for n in names:
-        fn = getattr(retrieval, n, None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, chunk: int = 256) -> dict:
     """Precision and recall of the items within Hamming radius r, for r = 0..K, averaged over queries.
 
-    precision(r): mean over queries with at least one item within r; recall(r): mean over queries with
+    precision(r): mean over queries with at least one item within r (NaN when there is none; the same
+    convention as the evaluation engine's ``empty_radius="exclude"``); recall(r): mean over queries with
     at least one relevant item. Works from distance histograms (Q x (K+1)), never a Q x N float matrix
     beyond one chunk.
     """
     import torch
 
-    from .retrieval.metrics import _prepare
-
-    qc, dc, ql, dl = _prepare(query_codes, db_codes, query_labels, db_labels)
+    qc, dc, ql, dl = _prepare_codes(query_codes, db_codes, query_labels, db_labels)
     bits = dc.shape[1]
-    dcf = dc.float()
+    dcf = dc
     hist_all = torch.zeros(qc.shape[0], bits + 1, dtype=torch.float64)
     hist_rel = torch.zeros_like(hist_all)
     for s in range(0, qc.shape[0], chunk):
@@ -426,7 +414,9 @@ def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, chunk: int 
     ca, cr = hist_all.cumsum(1), hist_rel.cumsum(1)
     total_rel = cr[:, -1:]
     has = ca > 0
-    prec = torch.where(has, cr / ca.clamp(min=1), torch.zeros_like(ca)).sum(0) / has.sum(0).clamp(min=1)
+    n_has = has.sum(0)
+    prec = torch.where(has, cr / ca.clamp(min=1), torch.zeros_like(ca)).sum(0) / n_has.clamp(min=1)
+    prec = torch.where(n_has > 0, prec, torch.full_like(prec, float("nan")))  # no query retrieves anything
     valid = (total_rel[:, 0] > 0)
     rec = (cr[valid] / total_rel[valid]).mean(0) if valid.any() else torch.zeros(bits + 1, dtype=torch.float64)
     return {"radius": list(range(bits + 1)), "precision": prec.tolist(), "recall": rec.tolist()}
@@ -437,9 +427,7 @@ def precision_at_n(query_codes, db_codes, query_labels, db_labels, ns: Iterable[
     """Mean precision of the top-N items (Hamming ranking, ties by database index) for each N."""
     import torch
 
-    from .retrieval.metrics import _prepare
-
-    qc, dc, ql, dl = _prepare(query_codes, db_codes, query_labels, db_labels)
+    qc, dc, ql, dl = _prepare_codes(query_codes, db_codes, query_labels, db_labels)
     n_db, bits = dc.shape
     if ns is None:
         ns = [n for n in (1, 5, 10, 20, 50, 100, 200, 500, 1000, 1500, 2000) if n <= n_db]
@@ -456,29 +444,77 @@ def precision_at_n(query_codes, db_codes, query_labels, db_labels, ns: Iterable[
     return {"n": ns, "precision": (hits / qc.shape[0]).tolist()}
 
 
+def _floats(values) -> list[float]:
+    """Curve values as floats; None (e.g. a radius at which no query retrieves anything) -> NaN."""
+    return [float("nan") if v is None else float(v) for v in values]
+
+
 def _curve_from_metrics(m: dict, kind: str) -> dict | None:
     """A curve stored by the evaluation engine in metrics.json, in any of the shapes we know."""
-    candidates = {"pr": ("pr_curve", "hamming_pr", "pr", "pr_hamming"),
-                  "pn": ("precision_at_n", "p_at_n", "precision_at_topn", "pn_curve")}[kind]
+    candidates = {"pr": ("pr_hamming", "pr_curve", "hamming_pr", "pr"),
+                  "pn": ("pr_rank", "precision_at_n", "p_at_n", "precision_at_topn", "pn_curve")}[kind]
     for container in (m, m.get("curves") or {}):
         for name in candidates:
             c = container.get(name) if isinstance(container, dict) else None
             if isinstance(c, dict):
                 if kind == "pr" and {"precision", "recall"} <= set(c):
                     return {"radius": c.get("radius", list(range(len(c["precision"])))),
-                            "precision": list(c["precision"]), "recall": list(c["recall"])}
+                            "precision": _floats(c["precision"]), "recall": _floats(c["recall"])}
                 if kind == "pn":
-                    if {"n", "precision"} <= set(c):
-                        return {"n": list(c["n"]), "precision": list(c["precision"])}
+                    for rank_key in ("n", "rank"):
+                        if {rank_key, "precision"} <= set(c):
+                            return {"n": [int(x) for x in c[rank_key]], "precision": _floats(c["precision"])}
                     if c and all(str(k).isdigit() for k in c):  # {"100": 0.8, ...}
                         ks = sorted(c, key=int)
                         return {"n": [int(k) for k in ks], "precision": [float(c[k]) for k in ks]}
+    if kind == "pn":  # scalar precision_at_N entries of the evaluation engine (>= 2 points make a curve)
+        import re
+
+        pts = sorted((int(mt.group(1)), float(v)) for k, v in m.items()
+                     if (mt := re.fullmatch(r"precision_at_(\d+)", str(k))) and isinstance(v, (int, float)))
+        if len(pts) >= 2:
+            return {"n": [p[0] for p in pts], "precision": [p[1] for p in pts]}
     return None
+
+
+def _engine_curves(args) -> dict | None:
+    """Curves from the package's evaluation engine (``evaluate(..., curves=True)``) when it has them."""
+    import inspect
+
+    from .retrieval import evaluate
+
+    try:
+        if "curves" not in inspect.signature(evaluate).parameters:
+            return None
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    kw = {"empty_radius": "exclude"} if "empty_radius" in inspect.signature(evaluate).parameters else {}
+    return evaluate(*args, topk=None, curves=True, **kw)  # precision over queries that retrieve something
+
+
+def _prepare_codes(query_codes, db_codes, query_labels, db_labels):
+    """±1 codes as float tensors and labels as multi-hot float tensors (class indices accepted)."""
+    import torch
+
+    def codes(x, name):
+        t = torch.as_tensor(np.asarray(x)).float()
+        if t.ndim != 2 or not bool(((t == 1) | (t == -1)).all()):
+            raise DataError(f"{name} must be a 2-D array of ±1 codes")
+        return t
+
+    qc, dc = codes(query_codes, "query_codes"), codes(db_codes, "db_codes")
+    ql, dl = np.asarray(query_labels), np.asarray(db_labels)
+    if ql.ndim == 1 and dl.ndim == 1:
+        c = int(max(ql.max(), dl.max())) + 1
+        ql, dl = np.eye(c)[ql], np.eye(c)[dl]
+    return qc, dc, torch.as_tensor(ql).float(), torch.as_tensor(dl).float()
 
 
 def run_curves(run_dir: str | os.PathLike, *, recompute: bool = True) -> dict:
     """PR (Hamming radius) and precision@N curves of one run: from metrics.json when the evaluation
-    engine stored them, else recomputed from codes.npz. ``{"pr": dict|None, "pn": dict|None, "source": str}``."""
+    engine stored them (``pr_hamming``, ``pr_rank`` or ``precision_at_N`` entries), else recomputed from
+    codes.npz — with the package engine's ``evaluate(..., curves=True)`` when this version has it, else
+    with :func:`hamming_pr_curve` / :func:`precision_at_n`. ``{"pr", "pn", "source"}``."""
     rd = RunDir(run_dir)
     m = rd.metrics()
     pr, pn = _curve_from_metrics(m, "pr"), _curve_from_metrics(m, "pn")
@@ -487,20 +523,13 @@ def run_curves(run_dir: str | os.PathLike, *, recompute: bool = True) -> dict:
     if recompute and (pr is None or pn is None) and codes_file.is_file():
         with np.load(codes_file) as z:
             args = (z["query_codes"], z["db_codes"], z["query_labels"], z["db_labels"])
+        engine = _engine_curves(args)
         if pr is None:
-            fn = _retrieval_curve_fn("hamming_pr_curve", "pr_curve")
-            pr = _as_curve(fn(*args), "pr") if fn else hamming_pr_curve(*args)
+            pr = (_curve_from_metrics(engine, "pr") if engine else None) or hamming_pr_curve(*args)
         if pn is None:
-            fn = _retrieval_curve_fn("precision_at_n", "precision_at_topn")
-            pn = _as_curve(fn(*args), "pn") if fn else precision_at_n(*args)
+            pn = (_curve_from_metrics(engine, "pn") if engine else None) or precision_at_n(*args)
         source = "codes.npz" if source == "none" else source + "+codes.npz"
     return {"pr": pr, "pn": pn, "source": source}
-
-
-def _as_curve(res, kind: str) -> dict | None:
-    if isinstance(res, dict):
-        return _curve_from_metrics({"pr_curve" if kind == "pr" else "precision_at_n": res}, kind)
-    return None
 
 
 def collect_curves(runs) -> tuple["pd.DataFrame", "pd.DataFrame", list[str]]:  # noqa: F821

@@ -157,6 +157,15 @@ def test_curves_recomputed_from_codes_or_read_from_metrics(tmp_path):
     c2 = run_curves(rd2.path)
     assert c2["source"] == "metrics.json" and c2["pn"] == {"n": [10, 100], "precision": [0.9, 0.7]}
     assert c2["pr"]["precision"] == [1.0, 0.5]
+    # the evaluation engine's names (branch feat/eval): pr_hamming, pr_rank, precision_at_N scalars
+    rd3 = fake_run(tmp_path / "c", method="csq", protocol="digits", bits=16, metrics_extra={
+        "pr_hamming": {"radius": [0, 1, 2], "precision": [0.9, 0.8, 0.7], "recall": [0.1, 0.3, 0.6]},
+        "precision_at_100": 0.6, "precision_at_500": 0.5})
+    c3 = run_curves(rd3.path)
+    assert c3["pr"]["recall"] == [0.1, 0.3, 0.6] and c3["pn"] == {"n": [100, 500], "precision": [0.6, 0.5]}
+    rd4 = fake_run(tmp_path / "d", method="csq", protocol="digits", bits=16, metrics_extra={
+        "pr_rank": {"rank": [5, 10], "precision": [0.9, 0.8], "recall": [0.1, 0.2]}})
+    assert run_curves(rd4.path)["pn"] == {"n": [5, 10], "precision": [0.9, 0.8]}
     with pytest.raises(Exception):
         hamming_pr_curve(np.zeros((2, 4)), np.ones((3, 4)), [0, 1], [0, 1, 0])  # 0 is not a ±1 code
     assert precision_at_n(qc, dc, ql, dl, ns=[1, 40])["n"] == [1, 40]
