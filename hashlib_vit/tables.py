@@ -714,8 +714,29 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
                       run_devices=sorted({str(c) for c in runs.get("device", []) if c == c}),
                       select=select, notes=notes)
     files.append(atomic_write_json(out / "provenance.json", prov))
+    files.append(atomic_write_text(out / "README.md", _readme(root, out, prov, wide, made, len(failed))))
     return {"runs": runs, "summary": agg, "table": wide, "comparison": comp, "failed": failed, "figures": made,
             "notes": notes, "files": files}
+
+
+def _readme(root: Path, out: Path, prov: dict, wide, figures: dict, n_failed: int) -> str:
+    """The output folder's index, written by code (never edited by hand)."""
+    pre = sorted({str(x) for x in wide.index.get_level_values("pretraining")}) if len(wide) else []
+    lines = [f"# mAP tables: {root.name}", "",
+             f"Written by `{prov['command']}` on {prov['created_utc']} (commit `{prov['git_commit']}`, machine "
+             f"`{prov['machine']}`, {prov['device']}) from {prov['n_runs']} run directories below `{root}`; "
+             f"the runs' own commits: {', '.join(f'`{c}`' for c in prov['run_commits']) or 'not recorded'}. "
+             f"Pretraining of our runs: {', '.join(pre)}.", "",
+             "Cells: mean ± sample standard deviation over seeds (n = number of seeds).", "",
+             to_markdown(wide), "",
+             "* `comparison.{csv,md,tex}` — our rows beside the papers' reported numbers, differences stated",
+             "* `map_table.{csv,md,tex}` — the table above; `runs.csv`, `summary_long.csv` — per run / per setting",
+             "* `provenance.json` — how this folder was made"]
+    if n_failed:
+        lines.append(f"* `failed_runs.csv` — {n_failed} failed or interrupted run(s) listed by the grid summaries")
+    lines += [f"* `{Path(p).relative_to(out)}`" for p in figures.values()]
+    lines += [f"* note: {n}" for n in prov.get("notes", [])]
+    return "\n".join(lines) + "\n"
 
 
 def main_from_args(args) -> int:

@@ -121,7 +121,7 @@ def test_tables_command_on_fake_runs(cifar_runs, tmp_path):
     out = tmp_path / "tables"
     assert main(["tables", str(cifar_runs), "--out", str(out)]) == 0
     for name in ("runs.csv", "summary_long.csv", "map_table.csv", "map_table.md", "map_table.tex", "comparison.csv",
-                 "comparison.md", "comparison.tex", "provenance.json", "figures/map_vs_bits.png",
+                 "comparison.md", "comparison.tex", "provenance.json", "README.md", "figures/map_vs_bits.png",
                  "figures/training_curves.png"):
         assert (out / name).is_file(), name
     prov = json.loads((out / "provenance.json").read_text())
