@@ -471,7 +471,7 @@ def run_grid(grid: Grid | str | os.PathLike, *, output: str | os.PathLike | None
     """Validate, then execute every run of a grid in sequence; returns the summary as a DataFrame.
 
     ``force``: rerun completed runs too. ``dry_run``: validate and list the runs, execute nothing.
-    ``only``: run names (or glob patterns) to restrict the grid to.
+    ``only``: run names (or glob patterns) to execute; the summary still lists every run of the grid.
     """
     import fnmatch
 
@@ -480,10 +480,9 @@ def run_grid(grid: Grid | str | os.PathLike, *, output: str | os.PathLike | None
 
     if not isinstance(grid, Grid):
         grid = load_grid(grid, output=output)
-    if only:
-        grid.runs = [r for r in grid.runs if any(fnmatch.fnmatch(r.name, p) for p in only)]
-        if not grid.runs:
-            raise ConfigError(f"grid {str(grid.path)!r}: no run name matches {only}")
+    selected = {r.name for r in grid.runs if not only or any(fnmatch.fnmatch(r.name, p) for p in only)}
+    if not selected:
+        raise ConfigError(f"grid {str(grid.path)!r}: no run name matches {only}")
     if validate:
         validate_grid(grid)
     rows = [_summary_row(r, "skipped" if (not force and run_is_complete(r)) else "pending",
@@ -496,9 +495,11 @@ def run_grid(grid: Grid | str | os.PathLike, *, output: str | os.PathLike | None
     from .utils import project_root
 
     cwd = project_root() or Path.cwd()
-    bar = tqdm(total=len(grid.runs), desc=f"grid {grid.path.stem}", unit="run", disable=not progress)
+    bar = tqdm(total=len(selected), desc=f"grid {grid.path.stem}", unit="run", disable=not progress)
     try:
         for i, r in enumerate(grid.runs):
+            if r.name not in selected:  # --only: the other runs keep their status in the summary
+                continue
             bar.set_postfix_str(r.name)
             if rows[i]["status"] == "skipped":
                 bar.update(1)

@@ -169,15 +169,18 @@ def test_interrupted_grid_keeps_summary_and_resumes(tmp_path, tiny_nb, monkeypat
     monkeypatch.setattr(runner, "execute_run", fake_execute)
     out = tmp_path / "out"
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), sweep={"loss": ["csq", "dpsh"], "bits": [16, 32]})
+    # --only executes a subset; the summary still lists the whole grid
+    s = run_grid(g, progress=False, only=["loss-dpsh_bits-32"])
+    assert list(s["status"]) == ["pending", "pending", "pending", "completed"]
+    executed.clear()
     with pytest.raises(KeyboardInterrupt):
         run_grid(g, progress=False)
     s = pd.read_csv(out / "grid_summary.csv")
-    assert list(s["status"]) == ["completed", "interrupted", "pending", "pending"]
+    assert list(s["status"]) == ["completed", "interrupted", "pending", "skipped"]
     summary = run_grid(g, progress=False)
-    assert list(summary["status"]) == ["skipped", "completed", "completed", "completed"]
+    assert list(summary["status"]) == ["skipped", "completed", "completed", "skipped"]
     # first pass: csq-16 done, csq-32 interrupted; second pass: only the three unfinished runs, in grid order
-    assert executed == ["loss-csq_bits-16", "loss-csq_bits-32", "loss-csq_bits-32", "loss-dpsh_bits-16",
-                        "loss-dpsh_bits-32"]
+    assert executed == ["loss-csq_bits-16", "loss-csq_bits-32", "loss-csq_bits-32", "loss-dpsh_bits-16"]
 
 
 def test_run_grid_command_dry_run(tmp_path, tiny_nb, capsys):
