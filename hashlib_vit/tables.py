@@ -740,8 +740,10 @@ def _readme(root: Path, out: Path, prov: dict, wide, figures: dict, n_failed: in
 
 
 def main_from_args(args) -> int:
-    res = build_tables(args.root, args.out, select=args.reference, figures=not args.no_figures,
-                       command="hashlib-vit tables " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None)
+    command = (f"hashlib-vit tables {args.root} --out {args.out}"
+               + (f" --reference {args.reference}" if args.reference != "matched" else "")
+               + (" --no-figures" if args.no_figures else ""))
+    res = build_tables(args.root, args.out, select=args.reference, figures=not args.no_figures, command=command)
     print(to_markdown(res["table"]))
     for n in res["notes"]:
         print("note:", n)
