@@ -4,6 +4,8 @@
     hashlib-vit train --loss-params '{"lambda1": 0.001}'
     hashlib-vit train --config configs/cifar10_scratch.yaml --loss dpsh --run-dir results/runs/dpsh
     hashlib-vit list protocols|losses|heads|backbones
+    hashlib-vit run-grid configs/grids/smoke.yaml [--dry-run] [--force] [--only NAME ...]
+    hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
 
 Every option of ``train`` is a field of :class:`hashlib_vit.experiment.RunConfig` (same names as the
 notebook parameters, with dashes).
@@ -61,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     lp = sub.add_parser("list", help="list protocols, losses, heads or backbones")
     lp.add_argument("what", choices=["protocols", "losses", "heads", "backbones"])
+    from .runner import add_arguments as grid_arguments
+
+    grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of parameterised notebooks with papermill"))
+    tp = sub.add_parser("tables", help="collect run directories into mAP tables and figures")
+    tp.add_argument("root", help="folder searched for run directories (every metrics.json below it)")
+    tp.add_argument("--out", required=True, help="output folder for tables, figures and provenance.json")
+    tp.add_argument("--reference", choices=["matched", "all", "none"], default="matched",
+                    help="papers' numbers beside ours: of the methods we ran (matched), all that fit, or none")
+    tp.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     from .errors import HashlibVitError
 
@@ -73,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             result = run_experiment(**params)
             print(json.dumps(result.metrics, indent=1))
             return 0
+        if args.command == "run-grid":
+            from .runner import main_from_args
+
+            return main_from_args(args)
+        if args.command == "tables":
+            from .tables import main_from_args
+
+            return main_from_args(args)
         if args.command == "list":
             if args.what == "protocols":
                 from .data import PROTOCOLS
