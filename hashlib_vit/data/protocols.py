@@ -292,22 +292,33 @@ for _name, _nq, _nt, _nd, _tin, _desc in (
 LIST_STEMS = {"query": ("test", "query"), "train": ("train",), "database": ("database", "db")}
 
 
-def list_files_of(protocol: Protocol, list_dir=None) -> dict:
-    """Parse (and check) the protocol's three list files -> {split: ListFile}."""
+def _list_folder(protocol: Protocol, list_dir=None) -> Path:
     from ..utils import resolve_path
-    from .splits import find_list_file, read_list_file
 
     folder = resolve_path(list_dir if list_dir is not None else protocol.list_dir)
     if folder is None or not folder.is_dir():
         raise DataError(f"list folder {folder} for protocol {protocol.name!r} does not exist. {protocol.howto}")
-    out = {}
-    for name, stems in LIST_STEMS.items():
-        path = next((p for p in (find_list_file(folder, s) for s in stems) if p is not None), None)
-        if path is None:
-            raise DataError(f"{folder} has no {stems[0]}.txt (nor .txt.gz) for the {name} split of protocol "
-                            f"{protocol.name!r}. {protocol.howto}")
-        out[name] = read_list_file(path, protocol.num_classes)
-    return out
+    return folder
+
+
+def _list_path(protocol: Protocol, folder: Path, name: str) -> Path:
+    from .splits import find_list_file
+
+    stems = LIST_STEMS[name]
+    path = next((p for p in (find_list_file(folder, s) for s in stems) if p is not None), None)
+    if path is None:
+        raise DataError(f"{folder} has no {stems[0]}.txt (nor .txt.gz) for the {name} split of protocol "
+                        f"{protocol.name!r}. {protocol.howto}")
+    return path
+
+
+def list_files_of(protocol: Protocol, list_dir=None) -> dict:
+    """Parse (and check) the protocol's three list files -> {split: ListFile}."""
+    from .splits import read_list_file
+
+    folder = _list_folder(protocol, list_dir)
+    paths = {name: _list_path(protocol, folder, name) for name in LIST_STEMS}
+    return {name: read_list_file(p, protocol.num_classes) for name, p in paths.items()}
 
 
 def read_class_names(folder, num_classes: int) -> list[str]:
@@ -325,7 +336,7 @@ def read_class_names(folder, num_classes: int) -> list[str]:
 def _load_lists(protocol: Protocol, data_root=None, seed: int = 0, list_dir=None, split_dir=None,
                 missing: str = "error", check_files: bool = True, **_):
     """Image root `data_root` + list files (`split_dir` / `list_dir` / the protocol's default folder)."""
-    from ..utils import resolve_path
+    from .splits import read_list_file
 
     if data_root is None and protocol.default_root is None:
         raise DataError(f"protocol {protocol.name!r} needs data_root (the image root the list paths are relative "
@@ -334,14 +345,14 @@ def _load_lists(protocol: Protocol, data_root=None, seed: int = 0, list_dir=None
     if not root.is_dir():
         raise DataError(f"image root data_root={str(root)!r} for protocol {protocol.name!r} does not exist. "
                         f"{protocol.howto}")
-    folder = split_dir if split_dir is not None else list_dir
-    files = list_files_of(protocol, folder)
+    lists = _list_folder(protocol, split_dir if split_dir is not None else list_dir)
     splits, checks = {}, {}
-    for name, lf in files.items():
+    paths = {name: _list_path(protocol, lists, name) for name in LIST_STEMS}
+    for name, path in paths.items():  # one split at a time: a missing image stops before the database is read
+        lf = read_list_file(path, protocol.num_classes)
         splits[name] = FileSplit(root, lf.ids, lf.labels, missing=missing, check_files=check_files,
                                  name=f"{protocol.name} {name} split ({lf.path})")
         checks[name] = split_checksum(splits[name].ids, splits[name].labels.numpy())
-    lists = resolve_path(folder if folder is not None else protocol.list_dir)
     return ProtocolData(protocol, splits["query"], splits["train"], splits["database"],
                         read_class_names(lists, protocol.num_classes), seed, checks, split_dir=str(lists))
 
