@@ -49,6 +49,8 @@ class RunConfig:
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+    step_epochs: int = 30  # schedule="step": multiply the lr by step_gamma every step_epochs epochs
+    step_gamma: float = 0.1
     warmup_steps: int = 50
     grad_clip: float | None = None
     amp: str = "auto"
@@ -104,6 +106,7 @@ class RunConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
                            optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
+                           step_epochs=self.step_epochs, step_gamma=self.step_gamma,
                            warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
                            compile=self.compile, seed=self.seed)
 
