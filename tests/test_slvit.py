@@ -295,3 +295,15 @@ def test_hcl_on_a_cnn_is_orthohash_head():
     torch.manual_seed(0)
     m = build_model("resnet18", bits=8, head="hcl", img_size=32, hcl_attention=False)
     assert m(torch.rand(2, 3, 32, 32)).u.shape == (2, 8)
+
+
+def test_paper_recipe_config_maps_to_orthohash_training(root):
+    import yaml
+
+    from hashlib_vit.experiment import RunConfig
+
+    cfg = RunConfig.from_dict(yaml.safe_load((root / "configs" / "slvit_paper.yaml").read_text())).validate()
+    tc = cfg.train_config()
+    assert (cfg.head, cfg.loss, tc.optimizer, tc.weight_decay) == ("hcl", "orthohash", "adam", 5e-4)
+    assert (tc.lr, tc.backbone_lr, tc.epochs, tc.schedule, tc.step_epochs, tc.step_gamma) == (1e-4, 1e-5, 100, "step",
+                                                                                              80, 0.1)
