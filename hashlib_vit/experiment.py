@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import PROTOCOLS, ProtocolData, TensorBatches, TensorTransform
+from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .errors import ConfigError, bad_choice
 from .losses import LOSSES, build_loss
 from .models import MODELS, HashModel, build_model
@@ -49,6 +49,8 @@ class RunConfig:
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+    step_epochs: int = 30  # schedule="step": multiply the lr by step_gamma every step_epochs epochs
+    step_gamma: float = 0.1
     warmup_steps: int = 50
     grad_clip: float | None = None
     amp: str = "auto"
@@ -104,6 +106,7 @@ class RunConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
                            optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
+                           step_epochs=self.step_epochs, step_gamma=self.step_gamma,
                            warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
                            compile=self.compile, seed=self.seed)
 
@@ -133,11 +136,7 @@ class RunResult:
 
 def transforms_for(protocol, model: HashModel) -> tuple[TensorTransform, TensorTransform]:
     """Train / eval transforms: native size for 32-px models, resize 256 -> crop 224 style otherwise."""
-    out = model.img_size
-    if out == protocol.img_size:
-        return (TensorTransform(out, pad_crop=protocol.pad_crop, hflip=protocol.hflip), TensorTransform(out))
-    resize = int(round(out * 256 / 224))
-    return TensorTransform(out, resize=resize, hflip=protocol.hflip), TensorTransform(out, resize=resize)
+    return protocol_transforms(protocol, model.img_size)
 
 
 def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> float:
@@ -182,10 +181,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                         **cfg.model_params)
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
-    train_batches = TensorBatches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
 
     def codes_of(split):
-        return encode(model, TensorBatches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
+        return encode(model, make_batches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
                       device=device)
 
     def eval_fn(epoch: int) -> dict:

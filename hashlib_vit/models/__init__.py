@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .backbones import VIT_PRESETS, Backbone, backbone_choices, create_backbone
 from .hashmodel import HashModel, HashOutput, sign_codes
+from .hcl import build_hcl
 from .heads import ClsLinearHead, VtsMlpHead
 
 MODELS: Registry = Registry("head")
@@ -25,6 +26,9 @@ def _build_cls_linear(backbone: Backbone, bits: int) -> HashModel:
 @MODELS.register("vts_mlp")
 def _build_vts_mlp(backbone: Backbone, bits: int, hidden: int = 1024) -> HashModel:
     return HashModel(backbone, VtsMlpHead(backbone, bits, hidden), bits)
+
+
+MODELS.register("hcl", build_hcl)  # SL-ViT hash coding layer (METHODS §3.3)
 
 
 def build_model(backbone: str = "vit32_tiny", bits: int = 32, head: str = "cls_linear", *, img_size: int | None = None,
