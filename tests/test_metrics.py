@@ -109,7 +109,8 @@ def test_sign_of_zero_is_plus_one():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(q=np.array([[1, 0]])), "only -1 and \\+1"),
+        (dict(q=np.array([[-1, 0]])), "only -1 and \\+1"),
+        (dict(q=np.array([[1, 2]])), "only -1 and \\+1"),
         (dict(q=np.array([[1.0, np.nan]])), "NaN"),
         (dict(q=np.ones((1, 3))), "3 bits but db_codes have 2"),
         (dict(q=np.ones((0, 2))), "empty"),
