@@ -52,6 +52,19 @@ def test_matches_map_ranking_of_the_evaluator():
     assert np.mean(aps) == pytest.approx(map_at_k(q, db, ql, dl, topk=50), abs=1e-12)
 
 
+def test_packed_codes_and_odd_bit_counts():
+    from hashlib_vit.retrieval.codes import pack_codes
+
+    rng = np.random.default_rng(5)
+    db, q = pm1(rng, 300, 12), pm1(rng, 4, 12)  # 12 bits: padded to 2 bytes, distances unchanged
+    a = HashIndex.from_codes(db).search(q, 30)
+    b = HashIndex.from_codes(pack_codes(db), bits=12).search(pack_codes(q), 30, bits=12)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.distances, b.distances)
+    for j in range(4):
+        order, dist = ranking(q[j], db)
+        assert np.array_equal(a.ids[j], order[:30]) and np.array_equal(a.distances[j], dist[:30])
+
+
 def test_radius_search_is_inclusive_and_sorted():
     rng = np.random.default_rng(1)
     db, q = pm1(rng, 400, 16), pm1(rng, 3, 16)
@@ -101,10 +114,10 @@ def test_bad_inputs_are_named():
         HashIndex(16).search(pm1(rng, 1, 16), 1)
     with pytest.raises(DataError, match="db_codes is empty"):
         HashIndex.from_codes(np.ones((0, 16)))
-    with pytest.raises(DataError, match="must hold ±1 or 0/1"):
+    with pytest.raises(DataError, match="db_codes must contain only -1 and \\+1"):
         HashIndex.from_codes(np.full((3, 16), 2))
-    with pytest.raises(ConfigError, match="bits=12 must be a positive multiple of 8"):
-        HashIndex.from_codes(pm1(rng, 3, 12))
+    with pytest.raises(ConfigError, match="bits=0 must be a positive integer"):
+        HashIndex(0)
     with pytest.raises(ConfigError, match="kind='lsh'"):
         HashIndex(16, "lsh")
     with pytest.raises(DataError, match="k=0"):

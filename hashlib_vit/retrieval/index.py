@@ -1,9 +1,9 @@
 """Binary-code search with faiss: exact (IndexBinaryFlat) and approximate (IVF, HNSW) indexes.
 
-Codes are the package's ±1 codes (or {0,1} bits); they are packed 8 bits per byte with numpy's
-``packbits`` (bit k of a code -> byte k // 8, most significant bit first), the layout faiss binary
-indexes take. The Hamming distance does not depend on the bit order as long as queries and database
-are packed the same way, which this module guarantees by packing both.
+Codes are the package's ±1 codes, {0,1} bits, or codes already packed by
+:func:`hashlib_vit.retrieval.codes.pack_codes` (pass ``bits=``): the evaluator's packed layout is
+exactly the one faiss binary indexes take (``d = 8 * ceil(B / 8)``; zero padding bits never change a
+distance), so both work on the same bytes.
 
 Exact search returns the same ranking as the evaluator: Hamming distance ascending, **ties broken by
 database index**. faiss's heap does not promise an order inside a tie block, so ``search`` asks faiss
@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..utils import atomic_write_bytes, atomic_write_json
+from .codes import as_packed, packed_bytes
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -31,28 +32,6 @@ def _faiss():
     except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
         raise ImportError("faiss is needed for hashlib_vit.retrieval.index: pip install faiss-cpu") from e
     return faiss
-
-
-def to_bits(codes, name: str = "codes") -> np.ndarray:
-    """±1 or {0,1} codes (n, K) -> bool bits (n, K); validated."""
-    c = np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes)
-    if c.ndim != 2:
-        raise DataError(f"{name} must be a 2-D (items, bits) array, got shape {c.shape}")
-    if c.dtype.kind == "f" and np.isnan(c).any():
-        raise DataError(f"{name} contains NaN")
-    values = np.unique(c)
-    if set(values.tolist()) <= {-1, 1}:
-        return c > 0
-    if set(values.tolist()) <= {0, 1}:
-        return c.astype(bool)
-    raise DataError(f"{name} must hold ±1 or 0/1 codes; found values {values[:5].tolist()}")
-
-
-def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """bool (n, K) -> uint8 (n, K/8); K must be a multiple of 8 (faiss binary indexes need whole bytes)."""
-    if bits.shape[1] % 8:
-        raise DataError(f"faiss binary indexes need a bit count divisible by 8, got {bits.shape[1]}")
-    return np.ascontiguousarray(np.packbits(bits, axis=1))
 
 
 @dataclass
@@ -73,34 +52,35 @@ class HashIndex:
                  hnsw_m: int = 16, ef_search: int = 64):
         if kind not in KINDS:
             raise ConfigError(f"kind={kind!r} is not a known index; allowed: {', '.join(KINDS)}")
-        if not isinstance(bits, int) or bits <= 0 or bits % 8:
-            raise ConfigError(f"bits={bits!r} must be a positive multiple of 8 for a faiss binary index")
+        if not isinstance(bits, int) or isinstance(bits, bool) or bits <= 0:
+            raise ConfigError(f"bits={bits!r} must be a positive integer")
         self.bits, self.kind = bits, kind
+        self.dim = 8 * packed_bytes(bits)  # faiss works on whole bytes
         self.nlist, self.nprobe, self.hnsw_m, self.ef_search = nlist, nprobe, hnsw_m, ef_search
         self.labels: np.ndarray | None = None
         self._index = None
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_codes(cls, codes, labels=None, kind: str = "flat", **options) -> "HashIndex":
-        bits = to_bits(codes, "db_codes")
-        if len(bits) == 0:
-            raise DataError("db_codes is empty: an index needs at least one item")
-        index = cls(bits.shape[1], kind, **options)
-        index.add(bits, labels)
+    def from_codes(cls, codes, labels=None, kind: str = "flat", *, bits: int | None = None,
+                   **options) -> "HashIndex":
+        """Index ``codes`` (±1 / {0,1} ``(N, B)``, or packed uint8 with ``bits=B``) with optional labels."""
+        packed, nbits = as_packed(_numpy(codes), "db_codes", bits)
+        index = cls(nbits, kind, **options)
+        index._add_packed(packed, labels)
         return index
 
     def _make(self, n_train: np.ndarray):
         faiss = _faiss()
         if self.kind == "flat":
-            return faiss.IndexBinaryFlat(self.bits)
+            return faiss.IndexBinaryFlat(self.dim)
         if self.kind == "hnsw":
-            idx = faiss.IndexBinaryHNSW(self.bits, self.hnsw_m)
+            idx = faiss.IndexBinaryHNSW(self.dim, self.hnsw_m)
             idx.hnsw.efSearch = self.ef_search
             return idx
         nlist = self.nlist or max(1, int(4 * np.sqrt(len(n_train))))
-        quantizer = faiss.IndexBinaryFlat(self.bits)
-        idx = faiss.IndexBinaryIVF(quantizer, self.bits, nlist)
+        quantizer = faiss.IndexBinaryFlat(self.dim)
+        idx = faiss.IndexBinaryIVF(quantizer, self.dim, nlist)
         idx.own_fields = True
         quantizer.this.disown()
         idx.train(n_train)
@@ -108,11 +88,15 @@ class HashIndex:
         self.nlist = nlist
         return idx
 
-    def add(self, codes, labels=None) -> None:
-        bits = codes if isinstance(codes, np.ndarray) and codes.dtype == bool else to_bits(codes, "db_codes")
-        if bits.shape[1] != self.bits:
-            raise DataError(f"db_codes have {bits.shape[1]} bits but the index holds {self.bits}-bit codes")
-        packed = pack_bits(bits)
+    def add(self, codes, labels=None, *, bits: int | None = None) -> None:
+        """Append database codes (same forms as :meth:`from_codes`)."""
+        packed, nbits = as_packed(_numpy(codes), "db_codes", bits)
+        if nbits != self.bits:
+            raise DataError(f"db_codes have {nbits} bits but the index holds {self.bits}-bit codes")
+        self._add_packed(packed, labels)
+
+    def _add_packed(self, packed: np.ndarray, labels) -> None:
+        packed = np.ascontiguousarray(packed)
         if labels is not None:
             labels = np.asarray(labels)
             if len(labels) != len(packed):
@@ -129,17 +113,17 @@ class HashIndex:
         return 0 if self._index is None else int(self._index.ntotal)
 
     # ------------------------------------------------------------------ searching
-    def _queries(self, query_codes) -> np.ndarray:
+    def _queries(self, query_codes, bits: int | None) -> np.ndarray:
         if self.ntotal == 0:
             raise DataError("the index is empty: add database codes before searching")
-        bits = to_bits(query_codes, "query_codes")
-        if bits.shape[1] != self.bits:
-            raise DataError(f"query_codes have {bits.shape[1]} bits but the index holds {self.bits}-bit codes")
-        return pack_bits(bits)
+        packed, nbits = as_packed(_numpy(query_codes), "query_codes", bits)
+        if nbits != self.bits:
+            raise DataError(f"query_codes have {nbits} bits but the index holds {self.bits}-bit codes")
+        return np.ascontiguousarray(packed)
 
-    def search(self, query_codes, k: int) -> SearchResult:
+    def search(self, query_codes, k: int, *, bits: int | None = None) -> SearchResult:
         """k nearest database items per query (exact for ``flat``: ties by database index)."""
-        q = self._queries(query_codes)
+        q = self._queries(query_codes, bits)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise DataError(f"k={k!r} must be a positive integer")
         k = int(min(k, self.ntotal))
@@ -186,10 +170,10 @@ class HashIndex:
             depth = min(n, depth * 2)
         return out_d, out_i
 
-    def radius_search(self, query_codes, radius: int) -> list[SearchResult]:
+    def radius_search(self, query_codes, radius: int, *, bits: int | None = None) -> list[SearchResult]:
         """All items within Hamming distance ``radius`` (inclusive) of each query, sorted by
         (distance, database index); one SearchResult per query."""
-        q = self._queries(query_codes)
+        q = self._queries(query_codes, bits)
         if not isinstance(radius, (int, np.integer)) or radius < 0:
             raise DataError(f"radius={radius!r} must be an integer >= 0")
         lims, rd, ri = self._index.range_search(q, int(radius) + 1)
@@ -244,6 +228,10 @@ class HashIndex:
         return index
 
 
+def _numpy(codes):
+    return codes.detach().cpu().numpy() if hasattr(codes, "detach") else np.asarray(codes)
+
+
 def search_images(model, images, index: HashIndex, k: int, *, batch_size: int = 256, device=None) -> SearchResult:
     """Encode query images (float [0,1] or uint8 (n,3,H,W)) with a trained model and search the index."""
     import torch
@@ -266,4 +254,4 @@ def search_images(model, images, index: HashIndex, k: int, *, batch_size: int = 
     return index.search(np.concatenate(codes), k)
 
 
-__all__ = ["HashIndex", "SearchResult", "search_images", "pack_bits", "to_bits", "KINDS"]
+__all__ = ["HashIndex", "SearchResult", "search_images", "KINDS"]
