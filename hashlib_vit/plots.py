@@ -93,3 +93,32 @@ def retrieval_grid(data, query_codes: np.ndarray, db_codes: np.ndarray, n_querie
     fig.suptitle("Top-k by Hamming distance (green = shares a label with the query)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def search_result_grid(query_images, db_images, ids: np.ndarray, distances: np.ndarray, relevant: np.ndarray,
+                       title: str = "Top-k from the index (green = shares a label with the query)"):
+    """Rows: a query image, then the images of its search results with their Hamming distance;
+    ``relevant`` (Q, k) bool marks correct results (green frame) and wrong ones (red)."""
+    import matplotlib.pyplot as plt
+
+    nq, k = ids.shape
+    fig, axes = plt.subplots(nq, k + 1, figsize=((k + 1) * 0.95, nq * 1.1), squeeze=False)
+    for r in range(nq):
+        ax = axes[r, 0]
+        ax.imshow(_img(query_images[r]))
+        ax.set_title("query", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        for j in range(k):
+            ax = axes[r, j + 1]
+            ax.set_xticks([]), ax.set_yticks([])
+            if ids[r, j] < 0:
+                ax.axis("off")
+                continue
+            ax.imshow(_img(db_images[int(ids[r, j])]))
+            ok = bool(relevant[r, j])
+            ax.set_title(f"d={distances[r, j]}", fontsize=7, color="green" if ok else "red")
+            for s in ax.spines.values():
+                s.set_edgecolor("green" if ok else "red"), s.set_linewidth(2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

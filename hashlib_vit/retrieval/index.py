@@ -1,0 +1,257 @@
+"""Binary-code search with faiss: exact (IndexBinaryFlat) and approximate (IVF, HNSW) indexes.
+
+Codes are the package's ±1 codes, {0,1} bits, or codes already packed by
+:func:`hashlib_vit.retrieval.codes.pack_codes` (pass ``bits=``): the evaluator's packed layout is
+exactly the one faiss binary indexes take (``d = 8 * ceil(B / 8)``; zero padding bits never change a
+distance), so both work on the same bytes.
+
+Exact search returns the same ranking as the evaluator: Hamming distance ascending, **ties broken by
+database index**. faiss's heap does not promise an order inside a tie block, so ``search`` asks faiss
+for the k nearest, then fetches every item within the k-th distance (a range search) and sorts
+(distance, index) stably before cutting at k.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..utils import atomic_write_bytes, atomic_write_json
+from .codes import as_packed, packed_bytes
+
+KINDS = ("flat", "ivf", "hnsw")
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
+        raise ImportError("faiss is needed for hashlib_vit.retrieval.index: pip install faiss-cpu") from e
+    return faiss
+
+
+@dataclass
+class SearchResult:
+    """Top-k per query: database positions ``ids`` (Q, k), Hamming ``distances`` (Q, k), and the
+    items' ``labels`` when the index holds labels. ``-1`` ids / distances mark missing results
+    (approximate indexes can return fewer than k)."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    labels: np.ndarray | None = None
+
+
+class HashIndex:
+    """A faiss binary index over packed codes, with labels kept alongside for the search API."""
+
+    def __init__(self, bits: int, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 8,
+                 hnsw_m: int = 16, ef_search: int = 64):
+        if kind not in KINDS:
+            raise ConfigError(f"kind={kind!r} is not a known index; allowed: {', '.join(KINDS)}")
+        if not isinstance(bits, int) or isinstance(bits, bool) or bits <= 0:
+            raise ConfigError(f"bits={bits!r} must be a positive integer")
+        self.bits, self.kind = bits, kind
+        self.dim = 8 * packed_bytes(bits)  # faiss works on whole bytes
+        self.nlist, self.nprobe, self.hnsw_m, self.ef_search = nlist, nprobe, hnsw_m, ef_search
+        self.labels: np.ndarray | None = None
+        self._index = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_codes(cls, codes, labels=None, kind: str = "flat", *, bits: int | None = None,
+                   **options) -> "HashIndex":
+        """Index ``codes`` (±1 / {0,1} ``(N, B)``, or packed uint8 with ``bits=B``) with optional labels."""
+        packed, nbits = as_packed(_numpy(codes), "db_codes", bits)
+        index = cls(nbits, kind, **options)
+        index._add_packed(packed, labels)
+        return index
+
+    def _make(self, n_train: np.ndarray):
+        faiss = _faiss()
+        if self.kind == "flat":
+            return faiss.IndexBinaryFlat(self.dim)
+        if self.kind == "hnsw":
+            idx = faiss.IndexBinaryHNSW(self.dim, self.hnsw_m)
+            idx.hnsw.efSearch = self.ef_search
+            return idx
+        nlist = self.nlist or max(1, int(4 * np.sqrt(len(n_train))))
+        quantizer = faiss.IndexBinaryFlat(self.dim)
+        idx = faiss.IndexBinaryIVF(quantizer, self.dim, nlist)
+        idx.own_fields = True
+        quantizer.this.disown()
+        idx.train(n_train)
+        idx.nprobe = self.nprobe
+        self.nlist = nlist
+        return idx
+
+    def add(self, codes, labels=None, *, bits: int | None = None) -> None:
+        """Append database codes (same forms as :meth:`from_codes`)."""
+        packed, nbits = as_packed(_numpy(codes), "db_codes", bits)
+        if nbits != self.bits:
+            raise DataError(f"db_codes have {nbits} bits but the index holds {self.bits}-bit codes")
+        self._add_packed(packed, labels)
+
+    def _add_packed(self, packed: np.ndarray, labels) -> None:
+        packed = np.ascontiguousarray(packed)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if len(labels) != len(packed):
+                raise DataError(f"labels have {len(labels)} rows but db_codes have {len(packed)}")
+            self.labels = labels if self.labels is None else np.concatenate([self.labels, labels])
+        elif self.labels is not None:
+            raise DataError("this index holds labels: add() needs labels for the new codes too")
+        if self._index is None:
+            self._index = self._make(packed)
+        self._index.add(packed)
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    # ------------------------------------------------------------------ searching
+    def _queries(self, query_codes, bits: int | None) -> np.ndarray:
+        if self.ntotal == 0:
+            raise DataError("the index is empty: add database codes before searching")
+        packed, nbits = as_packed(_numpy(query_codes), "query_codes", bits)
+        if nbits != self.bits:
+            raise DataError(f"query_codes have {nbits} bits but the index holds {self.bits}-bit codes")
+        return np.ascontiguousarray(packed)
+
+    def search(self, query_codes, k: int, *, bits: int | None = None) -> SearchResult:
+        """k nearest database items per query (exact for ``flat``: ties by database index)."""
+        q = self._queries(query_codes, bits)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise DataError(f"k={k!r} must be a positive integer")
+        k = int(min(k, self.ntotal))
+        if self.kind == "flat":
+            dist, ids = self._exact_search(q, k)
+        else:
+            dist, ids = self._index.search(q, k)
+        labels = None
+        if self.labels is not None:
+            valid = ids >= 0
+            labels = self.labels[np.clip(ids, 0, None)]
+            labels = np.where(valid[..., None] if labels.ndim == 3 else valid, labels, -1)
+        return SearchResult(ids.astype(np.int64), dist.astype(np.int64), labels)
+
+    def _exact_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with ties ordered by database index.
+
+        faiss returns the k nearest but orders a tie block arbitrarily (and may cut it anywhere). We
+        ask for more neighbours than needed; when the deepest one retrieved is farther than the k-th,
+        the whole tie block at the k-th distance is inside the answer and a stable (distance, index)
+        sort gives the exact ranking. Queries whose tie block overflows are retried with twice the
+        depth, and finally with a range search (every item within the k-th distance).
+        """
+        n = self.ntotal
+        out_d = np.empty((len(q), k), dtype=np.int64)
+        out_i = np.empty((len(q), k), dtype=np.int64)
+        todo = np.arange(len(q))
+        depth = min(n, max(2 * k, k + 64))
+        while len(todo):
+            dist, ids = self._index.search(q[todo], depth)
+            complete = (dist[:, -1] > dist[:, k - 1]) | (depth >= n)
+            for r in np.flatnonzero(complete):
+                j = todo[r]
+                order = np.lexsort((ids[r], dist[r]))[:k]
+                out_d[j], out_i[j] = dist[r, order], ids[r, order]
+            todo = todo[~complete]
+            if len(todo) and depth >= 8 * k:  # huge tie blocks: fetch each block by range search
+                for j in todo:
+                    kth = int(self._index.search(q[j:j + 1], k)[0][0, -1])
+                    _, d, i = self._index.range_search(q[j:j + 1], kth + 1)  # radius is exclusive
+                    order = np.lexsort((i, d))[:k]
+                    out_d[j], out_i[j] = d[order], i[order]
+                break
+            depth = min(n, depth * 2)
+        return out_d, out_i
+
+    def radius_search(self, query_codes, radius: int, *, bits: int | None = None) -> list[SearchResult]:
+        """All items within Hamming distance ``radius`` (inclusive) of each query, sorted by
+        (distance, database index); one SearchResult per query."""
+        q = self._queries(query_codes, bits)
+        if not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise DataError(f"radius={radius!r} must be an integer >= 0")
+        lims, rd, ri = self._index.range_search(q, int(radius) + 1)
+        results = []
+        for j in range(len(q)):
+            d, i = rd[lims[j]:lims[j + 1]].astype(np.int64), ri[lims[j]:lims[j + 1]].astype(np.int64)
+            order = np.lexsort((i, d))
+            ids = i[order]
+            results.append(SearchResult(ids, d[order], None if self.labels is None else self.labels[ids]))
+        return results
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (the faiss index) and ``path.meta.json`` (+ ``.labels.npy``), atomically."""
+        faiss = _faiss()
+        path = Path(path)
+        if self._index is None:
+            raise DataError("cannot save an empty index")
+        data = faiss.serialize_index_binary(self._index)
+        atomic_write_bytes(path, np.asarray(data).tobytes())
+        if self.labels is not None:
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, self.labels)
+            atomic_write_bytes(path.with_name(path.name + ".labels.npy"), buf.getvalue())
+        atomic_write_json(path.with_name(path.name + ".meta.json"),
+                          {"bits": self.bits, "kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
+                           "hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "ntotal": self.ntotal,
+                           "has_labels": self.labels is not None})
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "HashIndex":
+        faiss = _faiss()
+        path = Path(path)
+        meta_path = path.with_name(path.name + ".meta.json")
+        if not path.is_file() or not meta_path.is_file():
+            raise DataError(f"{path} (and {meta_path.name}) must exist: save an index with HashIndex.save first")
+        meta = json.loads(meta_path.read_text())
+        index = cls(meta["bits"], meta["kind"], nlist=meta["nlist"], nprobe=meta["nprobe"], hnsw_m=meta["hnsw_m"],
+                    ef_search=meta["ef_search"])
+        index._index = faiss.deserialize_index_binary(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+        if index.kind == "ivf":
+            index._index.nprobe = index.nprobe
+        if index.kind == "hnsw":
+            index._index.hnsw.efSearch = index.ef_search
+        if meta["has_labels"]:
+            index.labels = np.load(path.with_name(path.name + ".labels.npy"), allow_pickle=False)
+        if index.ntotal != meta["ntotal"]:
+            raise DataError(f"{path}: the index holds {index.ntotal} items but its metadata says {meta['ntotal']}")
+        return index
+
+
+def _numpy(codes):
+    return codes.detach().cpu().numpy() if hasattr(codes, "detach") else np.asarray(codes)
+
+
+def search_images(model, images, index: HashIndex, k: int, *, batch_size: int = 256, device=None) -> SearchResult:
+    """Encode query images (float [0,1] or uint8 (n,3,H,W)) with a trained model and search the index."""
+    import torch
+
+    from ..data.transforms import TensorTransform
+
+    dev = device or next(model.parameters()).device
+    tf = TensorTransform(model.img_size, resize=None if images.shape[-1] == model.img_size
+                         else int(round(model.img_size * 256 / 224)))
+    was = model.training
+    model.eval()
+    codes = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                x = tf(torch.as_tensor(images[s:s + batch_size]), train=False).to(dev)
+                codes.append(model.encode(x).cpu().numpy())
+    finally:
+        model.train(was)
+    return index.search(np.concatenate(codes), k)
+
+
+__all__ = ["HashIndex", "SearchResult", "search_images", "KINDS"]
