@@ -188,4 +188,13 @@ def build_mgvt(backbone: Backbone, bits: int, groups: int = 2, local_stream: boo
                 shuffle_groups=shuffle_groups, min_local_bits=min_local_bits)
 
 
+def _validate_mgvt(bits: int, groups: int = 2, local_stream: bool = True, local_rearrange: bool = False,
+                   shift: int = 5, shuffle_groups: int = 2, min_local_bits: int = 4, **_unknown) -> None:
+    """Early check of ``model_params`` (called by ``RunConfig.validate`` before any data is loaded)."""
+    if local_stream:
+        check_bits_groups(bits, groups, min_local_bits)
+
+
+build_mgvt.validate = _validate_mgvt
+
 __all__ = ["MGVT", "MGVTHashLayers", "build_mgvt", "check_bits_groups", "rearrange_permutation"]
