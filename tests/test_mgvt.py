@@ -29,7 +29,7 @@ def test_head_shapes_k16_g2():
     (16, 3, "bits=16 with groups=3"),  # not divisible by 2G
     (16, 4, "bits=16 with groups=4 gives 2 bits per local head"),  # < 4 bits per local head
     (12, 2, "bits=12 with groups=2"),  # 3 bits per local head
-    (16, 0, "groups=0"),
+    (16, -1, "groups=-1"),
 ])
 def test_bits_groups_config_errors(bits, groups, match):
     with pytest.raises(ConfigError, match=match):
@@ -46,6 +46,8 @@ def test_wo_p_global_head_emits_all_bits():
     out = m(torch.rand(2, 3, 32, 32))
     assert len(out.heads) == 1 and out.u.shape == (2, 12)
     assert not hasattr(m, "local_block")
+    m0 = _mgvt(12, groups=0)  # G = 0 is the same ablation
+    assert not m0.local_stream and m0(torch.rand(2, 3, 32, 32)).u.shape == (2, 12)
 
 
 def test_global_and_local_features_follow_the_definition():

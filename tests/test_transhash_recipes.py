@@ -50,3 +50,21 @@ def test_tiny_transhash_run_end_to_end(tmp_path):
     assert res.query_codes.shape[1] == 16 and 0.0 < res.metrics["map"] <= 1.0
     assert {"loss_pair_global", "loss_pair_local", "loss_quant"} <= set(res.history["steps"][-1])
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_transhash_notebook_with_ablation_parameters(root, tmp_path):
+    import json
+
+    import papermill
+
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(str(root / "notebooks" / "02_transhash.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=dict(backbone="vit32_test", bits=12, epochs=2, local_stream=False,
+                                               likelihood="sigmoid", lambda_q=0.0, run_dir=str(run_dir)),
+                               kernel_name="python3", progress_bar=False, cwd=str(root))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert metrics["method"] == "transhash w/o P w/o C w/o Q" and metrics["bits"] == 12
+    assert config["model_params"]["local_stream"] is False and config["loss_params"]["likelihood"] == "sigmoid"

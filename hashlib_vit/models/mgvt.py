@@ -20,8 +20,8 @@ loaded (so pretrained weights carry over to both) [I, TransReID practice];
 :meth:`MGVT.load_vit_state_dict` does the same mapping for a ViT state dict loaded later. The trunk and
 both branch copies count as backbone parameters (backbone learning rate); the hash layers are new.
 
-Options: ``groups`` (G, paper default 2), ``local_stream=False`` (ablation ``w/o P``: the global head
-emits all K bits), ``local_rearrange=True`` (TransReID shift by ``shift`` tokens + patch shuffle over
+Options: ``groups`` (G, paper default 2), ``local_stream=False`` or ``groups=0`` (ablation ``w/o P``:
+the global head emits all K bits), ``local_rearrange=True`` (TransReID shift by ``shift`` tokens + patch shuffle over
 ``shuffle_groups`` before grouping; default off, the ICMR text describes a plain split) [I],
 ``min_local_bits`` (4: the paper attributes its non-converging settings to local heads under 4 bits).
 """
@@ -81,6 +81,8 @@ class MGVT(HashModel):
                               f"({backbone.kind})")
         vit = backbone.model
         depth = len(vit.blocks)
+        if groups == 0 and not isinstance(groups, bool):  # G = 0: no local groups, i.e. the w/o P ablation
+            local_stream = False
         if depth < 1:
             raise ConfigError(f"backbone {backbone.name!r} has no transformer block to duplicate")
         if local_stream:
@@ -191,7 +193,7 @@ def build_mgvt(backbone: Backbone, bits: int, groups: int = 2, local_stream: boo
 def _validate_mgvt(bits: int, groups: int = 2, local_stream: bool = True, local_rearrange: bool = False,
                    shift: int = 5, shuffle_groups: int = 2, min_local_bits: int = 4, **_unknown) -> None:
     """Early check of ``model_params`` (called by ``RunConfig.validate`` before any data is loaded)."""
-    if local_stream:
+    if local_stream and not (groups == 0 and not isinstance(groups, bool)):
         check_bits_groups(bits, groups, min_local_bits)
 
 
