@@ -80,6 +80,9 @@ class MGVT(HashModel):
             raise ConfigError(f"head='mgvt' needs a ViT backbone with transformer blocks, got {backbone.name!r} "
                               f"({backbone.kind})")
         vit = backbone.model
+        if getattr(vit, "cls_token", None) is None:
+            raise ConfigError(f"head='mgvt' needs a ViT with a CLS token (its features are CLS outputs); "
+                              f"backbone {backbone.name!r} has none")
         depth = len(vit.blocks)
         if groups == 0 and not isinstance(groups, bool):  # G = 0: no local groups, i.e. the w/o P ablation
             local_stream = False
