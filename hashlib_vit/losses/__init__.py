@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
+from .cauchy import DCHLoss, TransHashLoss
 from .csq import CSQLoss
 from .dpsh import DPSHLoss
 from .orthohash import OrthoHashLoss
@@ -12,6 +13,8 @@ LOSSES: Registry[type[HashLoss]] = Registry("loss")
 LOSSES.register("dpsh", DPSHLoss)
 LOSSES.register("csq", CSQLoss)
 LOSSES.register("orthohash", OrthoHashLoss)  # SL-ViT single loss (METHODS §3.4)
+LOSSES.register("dch", DCHLoss)
+LOSSES.register("transhash", TransHashLoss)
 
 
 def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False, **hparams) -> HashLoss:
