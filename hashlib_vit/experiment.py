@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import PROTOCOLS, ProtocolData, TensorBatches, TensorTransform
+from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .errors import ConfigError, bad_choice
 from .losses import LOSSES, build_loss
 from .models import MODELS, HashModel, build_model
@@ -133,11 +133,7 @@ class RunResult:
 
 def transforms_for(protocol, model: HashModel) -> tuple[TensorTransform, TensorTransform]:
     """Train / eval transforms: native size for 32-px models, resize 256 -> crop 224 style otherwise."""
-    out = model.img_size
-    if out == protocol.img_size:
-        return (TensorTransform(out, pad_crop=protocol.pad_crop, hflip=protocol.hflip), TensorTransform(out))
-    resize = int(round(out * 256 / 224))
-    return TensorTransform(out, resize=resize, hflip=protocol.hflip), TensorTransform(out, resize=resize)
+    return protocol_transforms(protocol, model.img_size)
 
 
 def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> float:
@@ -182,10 +178,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                         **cfg.model_params)
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
-    train_batches = TensorBatches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
 
     def codes_of(split):
-        return encode(model, TensorBatches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
+        return encode(model, make_batches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
                       device=device)
 
     def eval_fn(epoch: int) -> dict:
