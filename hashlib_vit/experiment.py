@@ -47,6 +47,7 @@ class RunConfig:
     model_params: dict = field(default_factory=dict)
     backbone_lr: float | None = None
     optimizer: str = "adamw"
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_steps: int = 50
@@ -97,14 +98,17 @@ class RunConfig:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
                               f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
         self.train_config().validate()
+        check = getattr(MODELS.get(self.head), "validate", None)  # a head builder may check its model_params early
+        if check is not None:
+            check(self.bits, **self.model_params)
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise bad_choice("device", self.device, ("auto", "cpu", "cuda", "cuda:N"))
         return self
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
-                           optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
-                           warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
+                           optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
+                           schedule=self.schedule, warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
                            compile=self.compile, seed=self.seed)
 
     def method_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import HashLoss, LossResult, PairwiseLoss, balanced_pair_weights, off_diagonal_mask, pair_similarity
+from .cauchy import DCHLoss, TransHashLoss
 from .csq import CSQLoss
 from .dpn import DPNLoss
 from .dpsh import DPSHLoss
@@ -16,8 +17,10 @@ LOSSES.register("dpsh", DPSHLoss)
 LOSSES.register("csq", CSQLoss)
 LOSSES.register("dsh", DSHLoss)
 LOSSES.register("hashnet", HashNetLoss)
+LOSSES.register("dch", DCHLoss)
 LOSSES.register("dpn", DPNLoss)
 LOSSES.register("greedyhash", GreedyHashLoss)
+LOSSES.register("transhash", TransHashLoss)
 
 
 def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False, **hparams) -> HashLoss:
