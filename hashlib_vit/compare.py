@@ -209,23 +209,74 @@ def map_vs_bits_figure(table, ax=None, title: str | None = None):
     return ax.figure
 
 
+def markdown_table(df) -> str:
+    """A plain Markdown table (no extra dependency); floats with 4 significant digits."""
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def summarize(root: str | Path) -> "pd.DataFrame":
+    """Tables of every variant folder below ``root`` (each holding run directories) in one frame,
+    written to ``root/summary.csv`` and ``root/summary.md`` (with the config differences per variant)."""
+    import pandas as pd
+
+    root = resolve_path(root)
+    parts = []
+    for variant in sorted(p for p in root.iterdir() if p.is_dir()):
+        t = comparison_table(variant)
+        if not len(t):
+            continue
+        cfgs = [json.loads((Path(rd) / "config.json").read_text()) for rd in
+                sorted(str(m.parent) for m in variant.rglob("metrics.json"))]
+        t.insert(0, "variant", variant.name)
+        t["lr"] = cfgs[0]["lr"]
+        t["batch_size"] = cfgs[0]["batch_size"]
+        t["loss_params"] = [json.dumps(c["loss_params"]) for c in cfgs] if len(cfgs) == len(t) else ""
+        parts.append(t)
+    if not parts:
+        raise ConfigError(f"no completed run directories below {root}")
+    df = pd.concat(parts, ignore_index=True)
+    atomic_write_json(root / "summary.json", json.loads(df.to_json(orient="records")))
+    cols = ["variant", "method", "bits", "epochs", "lr", "batch_size", "loss_params", "map", "map_random", "note",
+            "mean_abs_u", "input_spread", "distinct_db_codes", "final_loss"]
+    md = markdown_table(df[[c for c in cols if c in df.columns]])
+    from .utils import atomic_write_text
+
+    atomic_write_text(root / "summary.md", "<!-- written by python -m hashlib_vit.compare --summarize; do not edit -->\n"
+                      + md + "\n")
+    return df
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hashlib_vit.compare", description=__doc__.split("\n")[0])
-    p.add_argument("--losses", required=True, help="comma-separated loss names")
+    p.add_argument("--summarize", metavar="ROOT", help="only collect ROOT/<variant>/<run> into ROOT/summary.md")
+    p.add_argument("--losses", help="comma-separated loss names")
     p.add_argument("--bits", default="32", help="comma-separated code lengths")
-    p.add_argument("--root", required=True, help="folder for the run directories <loss>_<bits>bits")
+    p.add_argument("--root", help="folder for the run directories <loss>_<bits>bits")
     p.add_argument("--loss-params", default="{}", help='JSON {loss: {hyper-parameter: value}}')
     p.add_argument("--params", default="{}", help="JSON of further RunConfig parameters (lr, batch_size, ...)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--backbone", default="vit32_tiny")
     p.add_argument("--protocol", default="digits")
     args = p.parse_args(argv)
+    import pandas as pd
+
+    if args.summarize:
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(summarize(args.summarize).to_string())
+        return 0
+    if not args.losses or not args.root:
+        p.error("--losses and --root are needed to run a comparison")
     common = {"protocol": args.protocol, "backbone": args.backbone, "epochs": args.epochs, "progress": False,
               **json.loads(args.params)}
     rows = run_comparison(args.losses.split(","), [int(b) for b in args.bits.split(",")], root=args.root,
                           loss_params=json.loads(args.loss_params), **common)
-    import pandas as pd
-
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(comparison_table(rows).to_string())
     return 0
@@ -235,5 +286,5 @@ if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
 
 
-__all__ = ["run_comparison", "collapsed_loss_profile", "comparison_table", "map_vs_bits_figure", "code_diagnostics", "collapse_note",
+__all__ = ["run_comparison", "collapsed_loss_profile", "summarize", "comparison_table", "map_vs_bits_figure", "code_diagnostics", "collapse_note",
            "run_name", "COLLAPSE_FACTOR"]

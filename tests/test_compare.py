@@ -98,3 +98,18 @@ def test_collapsed_profile_pairwise_losses_get_no_separating_gradient(classes):
         assert (at.loc[name, "item_grad_across"] < 1e-5).all(), name
     for name in ("csq", "dpn", "greedyhash"):  # class-specific pull from the first step
         assert at.loc[(name, 0.0), "item_grad_across"] > 0.1, name
+
+
+def test_summarize_writes_markdown_and_json(tmp_path):
+    for variant in ("base", "lr1e-4"):
+        for row in fake_rows():
+            rd = RunDir(tmp_path / variant / compare.run_name(row["method"], row["bits"])).prepare()
+            rd.write_json("config.json", {"lr": 1e-3 if variant == "base" else 1e-4, "batch_size": 32,
+                                          "loss_params": {}})
+            rd.write_metrics(row)
+    df = compare.summarize(tmp_path)
+    assert len(df) == 8 and set(df["variant"]) == {"base", "lr1e-4"}
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    assert md[1].startswith("| variant | method | bits") and len(md) == 2 + 1 + 8
+    assert "at chance" in (tmp_path / "summary.md").read_text()
+    assert len(json.loads((tmp_path / "summary.json").read_text())) == 8
