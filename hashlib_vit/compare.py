@@ -29,6 +29,37 @@ from .utils import atomic_write_json, resolve_path
 COLLAPSE_FACTOR = 1.5  # mAP below 1.5 x the random-code mAP counts as "at chance"
 
 
+def as_list(value, name: str, item=str) -> list:
+    """A list parameter as given by a notebook, YAML or the command line: a list, a YAML/JSON list in a
+    string (``papermill -p losses '["dpsh","csq"]'``) or a comma-separated string (``dpsh,csq``)."""
+    import yaml
+
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        value = parsed
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name}={value!r} must be a non-empty list, e.g. {name}=[...] or a comma-separated string")
+    try:
+        return [item(v.strip()) if isinstance(v, str) else item(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: every entry must be a {item.__name__}") from None
+
+
+def as_dict(value, name: str) -> dict:
+    """A dict parameter, also from a YAML/JSON string (``papermill -p loss_params '{"dpsh": {...}}'``)."""
+    import yaml
+
+    if isinstance(value, str):
+        value = yaml.safe_load(value) if value.strip() else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}={value!r} must be a dict")
+    return dict(value)
+
+
 def run_name(loss: str, bits: int) -> str:
     return f"{loss}_{bits}bits"
 
@@ -286,5 +317,5 @@ if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
 
 
-__all__ = ["run_comparison", "collapsed_loss_profile", "summarize", "comparison_table", "map_vs_bits_figure", "code_diagnostics", "collapse_note",
+__all__ = ["as_list", "as_dict", "run_comparison", "collapsed_loss_profile", "summarize", "comparison_table", "map_vs_bits_figure", "code_diagnostics", "collapse_note",
            "run_name", "COLLAPSE_FACTOR"]

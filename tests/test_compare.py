@@ -113,3 +113,15 @@ def test_summarize_writes_markdown_and_json(tmp_path):
     assert md[1].startswith("| variant | method | bits") and len(md) == 2 + 1 + 8
     assert "at chance" in (tmp_path / "summary.md").read_text()
     assert len(json.loads((tmp_path / "summary.json").read_text())) == 8
+
+
+def test_list_and_dict_parameters_from_strings():
+    assert compare.as_list('["dpsh", "csq"]', "losses") == ["dpsh", "csq"]
+    assert compare.as_list("dpsh, csq", "losses") == ["dpsh", "csq"]
+    assert compare.as_list("[12, 48]", "bits_list", int) == [12, 48]
+    assert compare.as_list(32, "bits_list", int) == [32]
+    assert compare.as_dict('{"dpsh": {"eta": 0.2}}', "loss_params") == {"dpsh": {"eta": 0.2}}
+    with pytest.raises(ConfigError, match="bits_list"):
+        compare.as_list("[a, b]", "bits_list", int)
+    with pytest.raises(ConfigError, match="loss_params"):
+        compare.as_dict("[1]", "loss_params")
