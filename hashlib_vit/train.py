@@ -322,11 +322,6 @@ def check_checkpoint(path: str | Path, fingerprint: dict, *, only_given: bool = 
     return ckpt
 
 
-def _unwrap(m: nn.Module) -> nn.Module:
-    m = getattr(m, "_orig_mod", m)  # torch.compile
-    return getattr(m, "module", m) if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
 # ----------------------------------------------------------------------------- the loop
 class OutOfMemory(ConfigError):
     """CUDA ran out of memory; the message names the batch size tried and a smaller one."""

@@ -168,3 +168,25 @@ def test_checkpoint_settings_are_validated():
     with pytest.raises(ConfigError, match="need a run_dir"):
         RunConfig(resume=True, run_dir=None).validate()
     assert json.loads(json.dumps(RunConfig().fingerprint()))["lr"] == 1e-3
+
+
+def test_schedule_param_groups_and_clipping():
+    from hashlib_vit.train import lr_factor, param_groups
+
+    cfg = TrainConfig(warmup_steps=4, schedule="cosine")
+    f = [lr_factor(s, 104, 10, cfg) for s in range(104)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[4] == 1.0  # linear warm-up, then cosine from the top
+    assert f[54] == pytest.approx(0.5) and f[103] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(3.1415926 * 99 / 100)).item()), abs=1e-6)
+    assert all(a >= b for a, b in zip(f[4:], f[5:]))
+    m, lo, b = setup()
+    groups = {g["name"]: g for g in param_groups(m, lo, TrainConfig(weight_decay=0.05, backbone_lr=1e-4, lr=1e-3))}
+    assert groups["backbone"]["weight_decay"] == 0.05 and groups["backbone_nodecay"]["weight_decay"] == 0.0
+    assert groups["backbone"]["lr"] == 1e-4 and groups["new"]["lr"] == 1e-3
+    assert all(p.ndim >= 2 for p in groups["backbone"]["params"])  # norms / biases never decayed
+    # clipping: the logged pre-clip norm exceeds the limit, the applied (plain SGD) update has norm lr * limit
+    before = [p.detach().clone() for p in m.parameters()]
+    hist = train(m, lo, b, TrainConfig(epochs=1, batch_size=16, lr=1.0, optimizer="sgd", momentum=0.0,
+                                       schedule="constant", grad_clip=1e-3), progress=False, max_steps=1)
+    assert hist["steps"][0]["grad_norm"] > 1e-3
+    moved = torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(m.parameters(), before)))
+    assert moved.item() == pytest.approx(1e-3, rel=1e-3)
