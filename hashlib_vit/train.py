@@ -359,7 +359,7 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
     total = cfg.epochs * steps_per_epoch
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
-    global_loss = bool(getattr(loss, "needs_global_batch", False))
+    global_loss = bool(getattr(loss, "needs_global_batch", True))
     if info.enabled:
         last = batches.num_samples - (steps_per_epoch - 1) * batches.batch_size
         if min(last, batches.batch_size) < info.world_size:

@@ -47,3 +47,21 @@ def test_torchrun_two_processes_matches_single_process(tmp_path, root, loss):
     single_losses = [r["loss"] for r in single.history["steps"]]
     assert ddp_losses == pytest.approx(single_losses, rel=1e-4, abs=1e-5)
     assert abs(m_ddp["map"] - single.metrics["map"]) < 0.02
+
+
+@pytest.mark.slow
+def test_global_and_per_shard_losses_match_single_process_on_uneven_shards(tmp_path, root):
+    """DPSH (gathered global batch) and a per-shard loss (CSQ with needs_global_batch=False, weighted
+    by shard size) on shards of 8 and 7 items: the 2-process trajectory equals the 1-process one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    worker = str(root / "tests" / "ddp_worker.py")
+    for nproc, out in ((2, tmp_path / "ddp.json"), (1, tmp_path / "single.json")):
+        cmd = [sys.executable, worker, str(out)] if nproc == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, str(out)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+    ddp, single = (json.loads((tmp_path / f).read_text()) for f in ("ddp.json", "single.json"))
+    assert ddp["world_size"] == 2 and single["world_size"] == 1
+    for name in ("dpsh", "csq_shard"):
+        assert len(ddp[name]) == 6
+        assert ddp[name] == pytest.approx(single[name], rel=1e-4, abs=1e-6), name

@@ -15,7 +15,6 @@ from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
 class DPSHLoss(HashLoss):
     name = "dpsh"
     defaults = {"eta": 0.1}
-    needs_global_batch = True  # pairs span the whole batch
 
     def forward(self, out, labels, index=None):
         u = out.u.float()
