@@ -19,8 +19,16 @@ from .losses import LOSSES, build_loss
 from .models import MODELS, HashModel, build_model
 from .results import RunDir
 from .retrieval import encode, evaluate
-from .train import TrainConfig, train
+from .distributed import current, env_world_size, init_distributed
+from .train import TrainConfig, amp_dtype, check_checkpoint, train
 from .utils import env_info, resolve_device, resolve_path, seed_everything
+
+
+# parameters that may change between a run and its resumption (they do not alter the trained model)
+RESUMABLE_CHANGES = frozenset({"resume", "progress", "checkpoint_every_steps", "checkpoint_every_epochs", "device",
+                               "run_dir", "data_root", "save_codes", "eval_batch_size", "eval_every", "topk",
+                               "method"})
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -61,6 +69,9 @@ class RunConfig:
     topk: int | str | None = "protocol"  # "protocol": the protocol's mAP cut-off; None: whole database
     save_codes: bool = True
     progress: bool = True
+    checkpoint_every_steps: int = 0  # write run_dir/checkpoint.pt every N steps (0: off)
+    checkpoint_every_epochs: int = 0  # ... and/or every N epochs (0: off); a final one is written when on
+    resume: bool = False  # continue from run_dir/checkpoint.pt when it exists (same split and config only)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RunConfig":
@@ -103,6 +114,11 @@ class RunConfig:
         check = getattr(MODELS.get(self.head), "validate", None)  # a head builder may check its model_params early
         if check is not None:
             check(self.bits, **self.model_params)
+        if not isinstance(self.resume, bool):
+            raise ConfigError(f"resume={self.resume!r} must be true or false")
+        if (self.resume or self.train_config().checkpointing) and not self.run_dir:
+            raise ConfigError("checkpoint_every_steps / checkpoint_every_epochs / resume need a run_dir "
+                              "(the checkpoint is run_dir/checkpoint.pt)")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise bad_choice("device", self.device, ("auto", "cpu", "cuda", "cuda:N"))
         return self
@@ -112,7 +128,12 @@ class RunConfig:
                            optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
                            schedule=self.schedule, step_epochs=self.step_epochs, step_gamma=self.step_gamma,
                            warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
-                           compile=self.compile, seed=self.seed)
+                           compile=self.compile, seed=self.seed, checkpoint_every_steps=self.checkpoint_every_steps,
+                           checkpoint_every_epochs=self.checkpoint_every_epochs)
+
+    def fingerprint(self) -> dict:
+        """The parameters a checkpoint must agree on to be resumed (everything that changes training)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUMABLE_CHANGES}
 
     def method_name(self) -> str:
         if self.method:
@@ -169,16 +190,33 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         cfg = RunConfig.from_dict({**asdict(config), **params})
     cfg.validate()
     protocol = PROTOCOLS.get(cfg.protocol)
+    dist_info = init_distributed(cfg.device) if env_world_size() > 1 else current()
     device = resolve_device(cfg.device)
-    rd = RunDir(resolve_path(cfg.run_dir)).prepare() if cfg.run_dir else None
-    if rd:
-        rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device)})
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    run_path = resolve_path(cfg.run_dir) if cfg.run_dir else None
+    ckpt_path = run_path / CHECKPOINT_FILE if run_path else None
+    resuming = bool(cfg.resume and ckpt_path is not None and ckpt_path.exists())
 
     if data is None:
         data = protocol.load(cfg.data_root, seed=cfg.split_seed)
     elif data.protocol.name != protocol.name or data.seed != cfg.split_seed:
         raise ConfigError(f"data was loaded for protocol={data.protocol.name!r}, split_seed={data.seed}, but the run "
                           f"asks for protocol={protocol.name!r}, split_seed={cfg.split_seed}")
+    fingerprint = {"split_checksums": data.checksums, "config": cfg.fingerprint()}
+    rd = None
+    if run_path is not None and dist_info.is_main:  # only rank 0 writes the run directory
+        if resuming:
+            check_checkpoint(ckpt_path, fingerprint, only_given=True)  # before anything is overwritten
+            rd = RunDir(run_path).prepare(overwrite=False)
+            for name in ("metrics.json", "codes.npz"):  # a resumed run is not complete until it says so
+                rd.file(name).unlink(missing_ok=True)
+        else:
+            rd = RunDir(run_path).prepare()
+            if ckpt_path.exists():
+                ckpt_path.unlink()  # a fresh run never resumes an older run's checkpoint
+        rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device),
+                                      "world_size": dist_info.world_size})
     topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
     seed_everything(cfg.seed)
     model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
@@ -189,7 +227,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
 
     def codes_of(split):
         return encode(model, make_batches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
-                      device=device)
+                      device=device, amp_dtype=amp_dtype(cfg.train_config(), device))
 
     def eval_fn(epoch: int) -> dict:
         qc, ql = codes_of(data.query)
@@ -206,8 +244,12 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     t0 = time.perf_counter()
     history = train(model, loss, train_batches, cfg.train_config(), device=device,
                     eval_fn=eval_fn if cfg.eval_every else None, eval_every=cfg.eval_every,
-                    log_path=rd.file("train_log.csv") if rd else None, progress=cfg.progress)
+                    log_path=rd.file("train_log.csv") if rd else None, progress=cfg.progress,
+                    checkpoint_path=ckpt_path, resume=cfg.resume, fingerprint=fingerprint, dist_info=dist_info)
     train_time = time.perf_counter() - t0
+    if not dist_info.is_main:  # other ranks: training done, rank 0 evaluates and writes
+        return RunResult(cfg, {}, history, model, data, np.empty((0, cfg.bits), np.int8),
+                         np.empty((0, cfg.bits), np.int8), None)
 
     t0 = time.perf_counter()
     qc, ql = codes_of(data.query)
@@ -232,6 +274,8 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "selection": "last epoch (no model selection on the query set)",
         "final_loss": history["steps"][-1]["loss"],
         "train_time_s": round(train_time, 3),
+        "resumed_from_step": (history.get("resumed_from") or {}).get("step"),
+        "world_size": dist_info.world_size,
         "eval_time_s": round(eval_time, 3),
         "device": str(device),
     }

@@ -7,7 +7,13 @@ A loss is an ``nn.Module`` built by :func:`hashlib_vit.losses.build_loss`:
 * ``forward(out: HashOutput, labels: (n, C) float multi-hot, index: (n,) long | None) -> LossResult``;
 * the training loop calls ``set_progress(step, epoch)`` before each step (for schedules such as
   HashNet's continuation) and ``end_epoch(epoch)`` after each epoch;
-* a loss may own parameters (classifiers): they are optimised with the new modules' learning rate.
+* a loss may own parameters (classifiers): they are optimised with the new modules' learning rate;
+  its state that must survive a checkpoint (memory banks, counters) lives in buffers (or
+  ``get_extra_state``), since checkpoints hold the loss's ``state_dict``;
+* ``needs_global_batch`` (default True): under torchrun, the loop gathers the outputs (with
+  gradients), labels and indices of every process, so the loss sees the whole global batch, as in a
+  single process (pairs span processes; batch statistics are global). A loss that is a mean of
+  per-item terms may set it to False: each process then computes it on its own shard only.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ class LossResult:
 class HashLoss(nn.Module):
     name: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
+    needs_global_batch: ClassVar[bool] = True  # False only for means of per-item terms (see the module doc)
 
     def __init__(self, bits: int, num_classes: int, multi_label: bool = False, **hparams):
         super().__init__()
