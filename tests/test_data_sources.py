@@ -318,3 +318,47 @@ def test_protocol_transforms_match_backbone_size():
 def test_make_batches_gives_tensor_batches_for_in_memory_splits():
     s = Split(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), torch.eye(5))
     assert isinstance(make_batches(s, 2, TensorTransform(8), train=False), TensorBatches)
+
+
+def test_custom_image_folder_protocol(tmp_path, cache):
+    from hashlib_vit.data.protocols import image_folder_protocol
+
+    for c in ("ant", "bee", "cow"):
+        for k in range(6):
+            _png(tmp_path / "set" / c / f"{k}.jpg", size=(24, 16), seed=k)
+    p = image_folder_protocol("tmp-folder", num_classes=3, query_per_class=1, train_per_class=2,
+                              train_in_database=False, topk=None, img_size=16, register=False)
+    d = p.load(tmp_path / "set", seed=0, cache=cache)
+    assert d.sizes() == {"query": 3, "train": 6, "database": 9}
+    assert d.class_names == ["ant", "bee", "cow"] and d.query.images.shape == (3, 3, 16, 16)
+    assert not set(d.train.ids) & set(d.database.ids) and d.query.load_images([0, 1], 8).shape == (2, 3, 8, 8)
+    wrong = image_folder_protocol("tmp-folder4", num_classes=4, query_per_class=1, train_per_class=1,
+                                  register=False)
+    with pytest.raises(DataError, match="has 3 class folders.*expects 4"):
+        wrong.load(tmp_path / "set", cache=cache)
+
+
+@pytest.mark.parametrize("kw", [dict(out_size=32, pad_crop=4, hflip=True), dict(out_size=24, resize=28, hflip=True),
+                                dict(out_size=32, pad_crop=2, hflip=False)])
+def test_batched_augmentation_equals_per_image_reference(kw):
+    from hashlib_vit.utils import batch_generator
+
+    x = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8)
+    tf = TensorTransform(**kw)
+    got = tf(x, train=True, generator=batch_generator(5, 1, 2, 3))
+    # reference: one image at a time with the same random draws (crop offsets, then flips)
+    g = batch_generator(5, 1, 2, 3)
+    xf = x.float() / 255
+    if tf.resize:
+        xf = torch.nn.functional.interpolate(xf, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
+                                             align_corners=False)
+    pad = 0 if tf.resize else tf.pad_crop
+    xf = torch.nn.functional.pad(xf, (pad,) * 4, mode="reflect") if pad else xf
+    span = xf.shape[-1] - tf.out_size
+    oy, ox = torch.randint(0, span + 1, (9,), generator=g), torch.randint(0, span + 1, (9,), generator=g)
+    flip = torch.rand(9, generator=g) < 0.5 if tf.hflip else torch.zeros(9, dtype=torch.bool)
+    for i in range(9):
+        ref = xf[i, :, oy[i]:oy[i] + tf.out_size, ox[i]:ox[i] + tf.out_size]
+        ref = ref.flip(-1) if flip[i] else ref
+        assert torch.allclose(got[i], ref, atol=1e-6)
+    assert flip.any() or not tf.hflip

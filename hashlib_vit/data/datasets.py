@@ -45,6 +45,14 @@ class Split:
         """Class index per item (single-label data); argmax of the multi-hot vector."""
         return self.labels.argmax(1).numpy()
 
+    def load_images(self, idx, size: int | None = None) -> torch.Tensor:
+        """uint8 ``(n, 3, size, size)`` images at positions `idx` (same call as :meth:`FileSplit.load_images`)."""
+        x = self.images[torch.as_tensor(np.asarray(idx, dtype=np.int64))]
+        if size is not None and x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        return x
+
 
 class TensorBatches:
     """Mini-batches of an in-memory split, optionally kept on the GPU.
