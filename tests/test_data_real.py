@@ -151,3 +151,21 @@ def test_coco_protocol_on_the_samples_stops_at_missing_images_or_skips_them(shar
 def test_nuswide21_without_database_list_says_where_it_comes_from(shared_data):
     with pytest.raises(Exception, match=r"no database.txt .*DeepHash-pytorch"):
         get_protocol("nuswide21").load(shared_data / "nuswide_samples")
+
+
+def test_extracted_cifar_zips_load_as_an_image_folder_with_the_same_ids(shared_data, cifar_pool, tmp_path):
+    import zipfile
+
+    from hashlib_vit.data.sources import load_cifar10_pool
+
+    root = tmp_path / "cifar_folder"
+    for c in CIFAR10_CLASSES:  # what `unzip cifar10_jpg_<class>.zip -d root` gives, 2 images per split here
+        with zipfile.ZipFile(shared_data / "cifar10" / f"cifar10_jpg_{c}.zip") as z:
+            for name in (f"train/{c}/0000.jpg", f"train/{c}/0001.jpg", f"test/{c}/0000.jpg", f"test/{c}/0001.jpg"):
+                z.extract(name, root)
+    small = load_cifar10_pool(root, cache=tmp_path / "cache")
+    assert len(small) == 40 and small.class_names == CIFAR10_CLASSES
+    pos = {i: n for n, i in enumerate(cifar_pool.ids)}
+    rows = [pos[i] for i in small.ids]
+    assert torch.equal(small.images, cifar_pool.images[rows])
+    assert small.classes.tolist() == cifar_pool.classes[rows].tolist()
