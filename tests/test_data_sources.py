@@ -226,6 +226,10 @@ def test_missing_data_root_says_how_to_obtain_the_data(tmp_path):
                        ("nuswide81", "HashNet")):
         with pytest.raises(DataError, match=rf"does not exist.*{hint}"):
             get_protocol(name).load(tmp_path / "no_images")
+    with pytest.raises(DataError, match=r"'nuswide81' has no default list folder: pass list_dir=.*HashNet"):
+        get_protocol("nuswide81").load(tmp_path)
+    with pytest.raises(DataError, match=r"list folder .*nope for protocol .coco. does not exist.*DeepHash-pytorch"):
+        get_protocol("coco").load(tmp_path, list_dir=tmp_path / "nope")
 
 
 # ----------------------------------------------------------------------------- split cache, export, import
@@ -350,8 +354,12 @@ def test_batched_augmentation_equals_per_image_reference(kw):
     g = batch_generator(5, 1, 2, 3)
     xf = x.float() / 255
     if tf.resize:
-        xf = torch.nn.functional.interpolate(xf, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
-                                             align_corners=False)
+        exact = torch.nn.functional.interpolate(xf, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
+                                                align_corners=False)
+        # on the CPU uint8 images are resized in uint8 (like PIL): within one grey level of the float resize
+        xf = torch.nn.functional.interpolate(x, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
+                                             align_corners=False).float() / 255
+        assert (xf - exact).abs().max() <= 1.01 / 255
     pad = 0 if tf.resize else tf.pad_crop
     xf = torch.nn.functional.pad(xf, (pad,) * 4, mode="reflect") if pad else xf
     span = xf.shape[-1] - tf.out_size

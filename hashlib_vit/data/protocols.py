@@ -296,7 +296,10 @@ def _list_folder(protocol: Protocol, list_dir=None) -> Path:
     from ..utils import resolve_path
 
     folder = resolve_path(list_dir if list_dir is not None else protocol.list_dir)
-    if folder is None or not folder.is_dir():
+    if folder is None:
+        raise DataError(f"protocol {protocol.name!r} has no default list folder: pass list_dir= (a folder with "
+                        f"train.txt, test.txt, database.txt). {protocol.howto}")
+    if not folder.is_dir():
         raise DataError(f"list folder {folder} for protocol {protocol.name!r} does not exist. {protocol.howto}")
     return folder
 
