@@ -169,3 +169,24 @@ def test_extracted_cifar_zips_load_as_an_image_folder_with_the_same_ids(shared_d
     rows = [pos[i] for i in small.ids]
     assert torch.equal(small.images, cifar_pool.images[rows])
     assert small.classes.tolist() == cifar_pool.classes[rows].tolist()
+
+
+@pytest.mark.slow
+def test_run_experiment_trains_on_a_file_backed_coco_split(shared_data, tmp_path):
+    # the experiment takes list-file data through make_batches (lazy PIL decoding), here the 10 sample photos
+    from hashlib_vit.experiment import run_experiment
+
+    lines = (shared_data / "coco_samples" / "labels.txt").read_text().splitlines(keepends=True)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "test.txt").write_text("".join(lines[:3]))
+    (splits / "train.txt").write_text("".join(lines))
+    (splits / "database.txt").write_text("".join(lines[3:]))
+    data = get_protocol("coco").load(shared_data / "coco_samples", split_dir=splits)
+    assert data.sizes() == {"query": 3, "train": 10, "database": 7} and not data.in_memory
+    res = run_experiment(protocol="coco", backbone="vit32_test", img_size=32, bits=16, epochs=1, batch_size=4,
+                         loss="dpsh", run_dir=str(tmp_path / "run"), progress=False, data=data, device="cpu", topk=None)
+    assert res.query_codes.shape == (3, 16) and res.db_codes.shape == (7, 16)
+    assert 0 <= res.metrics["map"] <= 1 and res.metrics["topk"] == "all"  # 7 items < @5,000
+    env = (tmp_path / "run" / "env.json").read_text()
+    assert data.checksums["train"] in env

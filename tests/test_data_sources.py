@@ -5,7 +5,6 @@ import gzip
 import json
 import os
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from PIL import Image
 from hashlib_vit.data import (FileBatches, FileSplit, Split, TensorBatches, TensorTransform, get_protocol,
                               make_batches, parse_list_text, protocol_transforms, read_list_file, split_lines)
 from hashlib_vit.data.protocols import split_cache_folder
-from hashlib_vit.data.sources import (CIFAR10_CLASSES, load_cifar10_pool, load_cifar10_python, load_image_folder)
+from hashlib_vit.data.sources import load_cifar10_pool, load_cifar10_python, load_image_folder
 from hashlib_vit.data.splits import split_cache_is_complete
 from hashlib_vit.errors import DataError
 
@@ -370,3 +369,20 @@ def test_batched_augmentation_equals_per_image_reference(kw):
         ref = ref.flip(-1) if flip[i] else ref
         assert torch.allclose(got[i], ref, atol=1e-6)
     assert flip.any() or not tf.hflip
+
+
+def test_run_experiment_uses_file_batches_for_list_file_data(image_list, tmp_path):
+    from hashlib_vit.data import ProtocolData
+    from hashlib_vit.experiment import run_experiment
+
+    root, ids, labels = image_list
+    proto = get_protocol("coco")  # any list-file protocol: only its transforms / topk / label type matter here
+    labels80 = np.zeros((len(ids), 80), np.uint8)
+    labels80[:, :3] = labels
+    q, db = FileSplit(root, ids[:3], labels80[:3]), FileSplit(root, ids[3:], labels80[3:])
+    data = ProtocolData(proto, q, FileSplit(root, ids, labels80), db, [str(i) for i in range(80)], 0, {
+        "query": "q", "train": "t", "database": "d"})
+    res = run_experiment(protocol="coco", backbone="vit32_test", img_size=16, bits=8, epochs=1, batch_size=4,
+                         loss="dpsh", run_dir=None, progress=False, data=data, device="cpu", topk=None)
+    assert res.query_codes.shape == (3, 8) and res.db_codes.shape == (10, 8)
+    assert set(np.unique(res.db_codes)) <= {-1, 1} and len(res.history["steps"]) == 3
