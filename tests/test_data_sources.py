@@ -386,3 +386,22 @@ def test_run_experiment_uses_file_batches_for_list_file_data(image_list, tmp_pat
                          loss="dpsh", run_dir=None, progress=False, data=data, device="cpu", topk=None)
     assert res.query_codes.shape == (3, 8) and res.db_codes.shape == (10, 8)
     assert set(np.unique(res.db_codes)) <= {-1, 1} and len(res.history["steps"]) == 3
+
+
+def test_cifar10_download_option_fetches_the_python_batches_when_root_is_empty(tmp_path, cache, monkeypatch):
+    from hashlib_vit.data import sources
+
+    calls = []
+
+    def fake_download(root):  # stands in for torchvision.datasets.CIFAR10(root, download=True)
+        calls.append(root)
+        _fake_cifar_batches(root / "cifar-10-batches-py", per_batch=120)
+        return root / "cifar-10-batches-py"
+
+    monkeypatch.setattr(sources, "download_cifar10", fake_download)
+    with pytest.warns(UserWarning, match="NOT checksum-verified"):
+        d = get_protocol("cifar10-2").load(tmp_path / "dl", download=True, verify=False, cache=cache)
+    assert calls == [tmp_path / "dl"] and d.sizes() == {"query": 120, "train": 600, "database": 600}
+    with pytest.raises(DataError, match="md5"):  # the same files, now checked (they are not the official ones)
+        get_protocol("cifar10").load(tmp_path / "dl", download=True, cache=cache)
+    assert len(calls) == 1  # nothing downloaded when root already holds CIFAR-10

@@ -247,10 +247,16 @@ def resolve_data_root(protocol: Protocol, data_root) -> Path:
 
 
 def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None, verify: bool = True,
-                  split_dir=None, cache_splits: bool = True, **_):
+                  split_dir=None, cache_splits: bool = True, download: bool = False, **_):
+    from . import sources
     from .sources import cifar10_class_names, load_cifar10_pool
 
     root = resolve_data_root(protocol, data_root)
+    if download:  # the official python batches through torchvision, unless root already holds CIFAR-10
+        try:
+            sources.detect_cifar10(root)
+        except DataError:
+            sources.download_cifar10(root)
     pool = load_cifar10_pool(root, cache=cache, verify=verify)
     indices = None
     if protocol.name == "cifar10-2":  # the official split: test = query, train = train = database
