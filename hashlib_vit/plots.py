@@ -17,16 +17,18 @@ def class_samples_grid(split, class_names: list[str], per_class: int = 8, seed: 
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
-    classes = split.classes
+    labels = split.labels.numpy() > 0  # items carrying label c (multi-label items can appear in several rows)
     n_cls = len(class_names)
     fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 0.9, n_cls * 0.9), squeeze=False)
     for c in range(n_cls):
-        pos = np.flatnonzero(classes == c)
+        pos = np.flatnonzero(labels[:, c])
         pick = rng.choice(pos, size=min(per_class, len(pos)), replace=False) if len(pos) else []
+        # in-memory splits hold .images; file-backed ones (list-file data sets) decode on demand
+        ims = split.images[pick] if hasattr(split, "images") else (split.load_images(pick, 96) if len(pick) else [])
         for j, ax in enumerate(axes[c]):
             ax.axis("off")
             if j < len(pick):
-                ax.imshow(_img(split.images[pick[j]]))
+                ax.imshow(_img(ims[j]))
         axes[c, 0].set_title(class_names[c], fontsize=8, loc="left")
     fig.tight_layout()
     return fig

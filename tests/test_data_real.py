@@ -151,3 +151,42 @@ def test_coco_protocol_on_the_samples_stops_at_missing_images_or_skips_them(shar
 def test_nuswide21_without_database_list_says_where_it_comes_from(shared_data):
     with pytest.raises(Exception, match=r"no database.txt .*DeepHash-pytorch"):
         get_protocol("nuswide21").load(shared_data / "nuswide_samples")
+
+
+def test_extracted_cifar_zips_load_as_an_image_folder_with_the_same_ids(shared_data, cifar_pool, tmp_path):
+    import zipfile
+
+    from hashlib_vit.data.sources import load_cifar10_pool
+
+    root = tmp_path / "cifar_folder"
+    for c in CIFAR10_CLASSES:  # what `unzip cifar10_jpg_<class>.zip -d root` gives, 2 images per split here
+        with zipfile.ZipFile(shared_data / "cifar10" / f"cifar10_jpg_{c}.zip") as z:
+            for name in (f"train/{c}/0000.jpg", f"train/{c}/0001.jpg", f"test/{c}/0000.jpg", f"test/{c}/0001.jpg"):
+                z.extract(name, root)
+    small = load_cifar10_pool(root, cache=tmp_path / "cache")
+    assert len(small) == 40 and small.class_names == CIFAR10_CLASSES
+    pos = {i: n for n, i in enumerate(cifar_pool.ids)}
+    rows = [pos[i] for i in small.ids]
+    assert torch.equal(small.images, cifar_pool.images[rows])
+    assert small.classes.tolist() == cifar_pool.classes[rows].tolist()
+
+
+@pytest.mark.slow
+def test_run_experiment_trains_on_a_file_backed_coco_split(shared_data, tmp_path):
+    # the experiment takes list-file data through make_batches (lazy PIL decoding), here the 10 sample photos
+    from hashlib_vit.experiment import run_experiment
+
+    lines = (shared_data / "coco_samples" / "labels.txt").read_text().splitlines(keepends=True)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "test.txt").write_text("".join(lines[:3]))
+    (splits / "train.txt").write_text("".join(lines))
+    (splits / "database.txt").write_text("".join(lines[3:]))
+    data = get_protocol("coco").load(shared_data / "coco_samples", split_dir=splits)
+    assert data.sizes() == {"query": 3, "train": 10, "database": 7} and not data.in_memory
+    res = run_experiment(protocol="coco", backbone="vit32_test", img_size=32, bits=16, epochs=1, batch_size=4,
+                         loss="dpsh", run_dir=str(tmp_path / "run"), progress=False, data=data, device="cpu", topk=None)
+    assert res.query_codes.shape == (3, 16) and res.db_codes.shape == (7, 16)
+    assert 0 <= res.metrics["map"] <= 1 and res.metrics["topk"] == "all"  # 7 items < @5,000
+    env = (tmp_path / "run" / "env.json").read_text()
+    assert data.checksums["train"] in env

@@ -5,7 +5,6 @@ import gzip
 import json
 import os
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from PIL import Image
 from hashlib_vit.data import (FileBatches, FileSplit, Split, TensorBatches, TensorTransform, get_protocol,
                               make_batches, parse_list_text, protocol_transforms, read_list_file, split_lines)
 from hashlib_vit.data.protocols import split_cache_folder
-from hashlib_vit.data.sources import (CIFAR10_CLASSES, load_cifar10_pool, load_cifar10_python, load_image_folder)
+from hashlib_vit.data.sources import load_cifar10_pool, load_cifar10_python, load_image_folder
 from hashlib_vit.data.splits import split_cache_is_complete
 from hashlib_vit.errors import DataError
 
@@ -226,6 +225,10 @@ def test_missing_data_root_says_how_to_obtain_the_data(tmp_path):
                        ("nuswide81", "HashNet")):
         with pytest.raises(DataError, match=rf"does not exist.*{hint}"):
             get_protocol(name).load(tmp_path / "no_images")
+    with pytest.raises(DataError, match=r"'nuswide81' has no default list folder: pass list_dir=.*HashNet"):
+        get_protocol("nuswide81").load(tmp_path)
+    with pytest.raises(DataError, match=r"list folder .*nope for protocol .coco. does not exist.*DeepHash-pytorch"):
+        get_protocol("coco").load(tmp_path, list_dir=tmp_path / "nope")
 
 
 # ----------------------------------------------------------------------------- split cache, export, import
@@ -318,3 +321,87 @@ def test_protocol_transforms_match_backbone_size():
 def test_make_batches_gives_tensor_batches_for_in_memory_splits():
     s = Split(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), torch.eye(5))
     assert isinstance(make_batches(s, 2, TensorTransform(8), train=False), TensorBatches)
+
+
+def test_custom_image_folder_protocol(tmp_path, cache):
+    from hashlib_vit.data.protocols import image_folder_protocol
+
+    for c in ("ant", "bee", "cow"):
+        for k in range(6):
+            _png(tmp_path / "set" / c / f"{k}.jpg", size=(24, 16), seed=k)
+    p = image_folder_protocol("tmp-folder", num_classes=3, query_per_class=1, train_per_class=2,
+                              train_in_database=False, topk=None, img_size=16, register=False)
+    d = p.load(tmp_path / "set", seed=0, cache=cache)
+    assert d.sizes() == {"query": 3, "train": 6, "database": 9}
+    assert d.class_names == ["ant", "bee", "cow"] and d.query.images.shape == (3, 3, 16, 16)
+    assert not set(d.train.ids) & set(d.database.ids) and d.query.load_images([0, 1], 8).shape == (2, 3, 8, 8)
+    wrong = image_folder_protocol("tmp-folder4", num_classes=4, query_per_class=1, train_per_class=1,
+                                  register=False)
+    with pytest.raises(DataError, match="has 3 class folders.*expects 4"):
+        wrong.load(tmp_path / "set", cache=cache)
+
+
+@pytest.mark.parametrize("kw", [dict(out_size=32, pad_crop=4, hflip=True), dict(out_size=24, resize=28, hflip=True),
+                                dict(out_size=32, pad_crop=2, hflip=False)])
+def test_batched_augmentation_equals_per_image_reference(kw):
+    from hashlib_vit.utils import batch_generator
+
+    x = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8)
+    tf = TensorTransform(**kw)
+    got = tf(x, train=True, generator=batch_generator(5, 1, 2, 3))
+    # reference: one image at a time with the same random draws (crop offsets, then flips)
+    g = batch_generator(5, 1, 2, 3)
+    xf = x.float() / 255
+    if tf.resize:
+        exact = torch.nn.functional.interpolate(xf, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
+                                                align_corners=False)
+        # on the CPU uint8 images are resized in uint8 (like PIL): within one grey level of the float resize
+        xf = torch.nn.functional.interpolate(x, size=(tf.resize,) * 2, mode="bilinear", antialias=True,
+                                             align_corners=False).float() / 255
+        assert (xf - exact).abs().max() <= 1.01 / 255
+    pad = 0 if tf.resize else tf.pad_crop
+    xf = torch.nn.functional.pad(xf, (pad,) * 4, mode="reflect") if pad else xf
+    span = xf.shape[-1] - tf.out_size
+    oy, ox = torch.randint(0, span + 1, (9,), generator=g), torch.randint(0, span + 1, (9,), generator=g)
+    flip = torch.rand(9, generator=g) < 0.5 if tf.hflip else torch.zeros(9, dtype=torch.bool)
+    for i in range(9):
+        ref = xf[i, :, oy[i]:oy[i] + tf.out_size, ox[i]:ox[i] + tf.out_size]
+        ref = ref.flip(-1) if flip[i] else ref
+        assert torch.allclose(got[i], ref, atol=1e-6)
+    assert flip.any() or not tf.hflip
+
+
+def test_run_experiment_uses_file_batches_for_list_file_data(image_list, tmp_path):
+    from hashlib_vit.data import ProtocolData
+    from hashlib_vit.experiment import run_experiment
+
+    root, ids, labels = image_list
+    proto = get_protocol("coco")  # any list-file protocol: only its transforms / topk / label type matter here
+    labels80 = np.zeros((len(ids), 80), np.uint8)
+    labels80[:, :3] = labels
+    q, db = FileSplit(root, ids[:3], labels80[:3]), FileSplit(root, ids[3:], labels80[3:])
+    data = ProtocolData(proto, q, FileSplit(root, ids, labels80), db, [str(i) for i in range(80)], 0, {
+        "query": "q", "train": "t", "database": "d"})
+    res = run_experiment(protocol="coco", backbone="vit32_test", img_size=16, bits=8, epochs=1, batch_size=4,
+                         loss="dpsh", run_dir=None, progress=False, data=data, device="cpu", topk=None)
+    assert res.query_codes.shape == (3, 8) and res.db_codes.shape == (10, 8)
+    assert set(np.unique(res.db_codes)) <= {-1, 1} and len(res.history["steps"]) == 3
+
+
+def test_cifar10_download_option_fetches_the_python_batches_when_root_is_empty(tmp_path, cache, monkeypatch):
+    from hashlib_vit.data import sources
+
+    calls = []
+
+    def fake_download(root):  # stands in for torchvision.datasets.CIFAR10(root, download=True)
+        calls.append(root)
+        _fake_cifar_batches(root / "cifar-10-batches-py", per_batch=120)
+        return root / "cifar-10-batches-py"
+
+    monkeypatch.setattr(sources, "download_cifar10", fake_download)
+    with pytest.warns(UserWarning, match="NOT checksum-verified"):
+        d = get_protocol("cifar10-2").load(tmp_path / "dl", download=True, verify=False, cache=cache)
+    assert calls == [tmp_path / "dl"] and d.sizes() == {"query": 120, "train": 600, "database": 600}
+    with pytest.raises(DataError, match="md5"):  # the same files, now checked (they are not the official ones)
+        get_protocol("cifar10").load(tmp_path / "dl", download=True, cache=cache)
+    assert len(calls) == 1  # nothing downloaded when root already holds CIFAR-10

@@ -45,6 +45,14 @@ class Split:
         """Class index per item (single-label data); argmax of the multi-hot vector."""
         return self.labels.argmax(1).numpy()
 
+    def load_images(self, idx, size: int | None = None) -> torch.Tensor:
+        """uint8 ``(n, 3, size, size)`` images at positions `idx` (same call as :meth:`FileSplit.load_images`)."""
+        x = self.images[torch.as_tensor(np.asarray(idx, dtype=np.int64))]
+        if size is not None and x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        return x
+
 
 class TensorBatches:
     """Mini-batches of an in-memory split, optionally kept on the GPU.
@@ -250,10 +258,17 @@ class FileBatches:
 
 
 def make_batches(split, batch_size: int, transform: TensorTransform, *, train: bool, seed: int = 0,
-                 device: torch.device | str = "cpu", num_workers: int = 0, **kw):
+                 device: torch.device | str = "cpu", num_workers: int | None = None, **kw):
     """The batch source for a split: :class:`TensorBatches` (in memory / on the device) for a
-    :class:`Split`, :class:`FileBatches` (lazy PIL decoding) for a :class:`FileSplit`."""
+    :class:`Split`, :class:`FileBatches` (lazy PIL decoding) for a :class:`FileSplit`.
+
+    ``num_workers`` (file-backed splits): decoding processes; default 0 on a CPU device, up to 8 with CUDA.
+    """
     if isinstance(split, FileSplit):
+        if num_workers is None:
+            import os
+
+            num_workers = min(8, os.cpu_count() or 1) if torch.device(device).type == "cuda" else 0
         return FileBatches(split, batch_size, transform, train=train, seed=seed, device=device,
                            num_workers=num_workers, **kw)
     return TensorBatches(split, batch_size, transform, train=train, seed=seed, device=device, **kw)

@@ -247,10 +247,16 @@ def resolve_data_root(protocol: Protocol, data_root) -> Path:
 
 
 def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None, verify: bool = True,
-                  split_dir=None, cache_splits: bool = True, **_):
+                  split_dir=None, cache_splits: bool = True, download: bool = False, **_):
+    from . import sources
     from .sources import cifar10_class_names, load_cifar10_pool
 
     root = resolve_data_root(protocol, data_root)
+    if download:  # the official python batches through torchvision, unless root already holds CIFAR-10
+        try:
+            sources.detect_cifar10(root)
+        except DataError:
+            sources.download_cifar10(root)
     pool = load_cifar10_pool(root, cache=cache, verify=verify)
     indices = None
     if protocol.name == "cifar10-2":  # the official split: test = query, train = train = database
@@ -296,7 +302,10 @@ def _list_folder(protocol: Protocol, list_dir=None) -> Path:
     from ..utils import resolve_path
 
     folder = resolve_path(list_dir if list_dir is not None else protocol.list_dir)
-    if folder is None or not folder.is_dir():
+    if folder is None:
+        raise DataError(f"protocol {protocol.name!r} has no default list folder: pass list_dir= (a folder with "
+                        f"train.txt, test.txt, database.txt). {protocol.howto}")
+    if not folder.is_dir():
         raise DataError(f"list folder {folder} for protocol {protocol.name!r} does not exist. {protocol.howto}")
     return folder
 
@@ -403,3 +412,51 @@ for _p in (
         "../shared/data/hash_lists/imagenet)."),
 ):
     PROTOCOLS.register(_p.name, _p)
+
+
+# ----------------------------------------------------------------------------- custom image folders
+def _load_folder(protocol: Protocol, data_root=None, seed: int = 0, split_dir=None, cache=None,
+                 cache_splits: bool = True, splits: tuple[str, ...] | None = None, **_):
+    from .sources import load_image_folder
+
+    root = resolve_data_root(protocol, data_root)
+    if not root.is_dir():
+        raise DataError(f"image folder data_root={str(root)!r} for protocol {protocol.name!r} does not exist "
+                        f"(expected root/<split>/<class>/*.jpg|png or root/<class>/*.jpg|png). {protocol.howto}")
+    if splits is None:  # root/<split>/<class>/* when every sub-folder holds class folders, else root/<class>/*
+        subs = [d for d in sorted(root.iterdir()) if d.is_dir()]
+        nested = subs and all(any(e.is_dir() for e in d.iterdir()) for d in subs)
+        splits = tuple(d.name for d in subs) if nested else None
+    pool = load_image_folder(root, splits, size=protocol.img_size, cache=cache, kind=f"folder-{protocol.name}")
+    if len(pool.class_names) != protocol.num_classes:
+        raise DataError(f"{root} has {len(pool.class_names)} class folders {pool.class_names[:5]}..., protocol "
+                        f"{protocol.name!r} expects {protocol.num_classes}")
+    per_q, per_t = protocol.n_query // protocol.num_classes, protocol.n_train // protocol.num_classes
+    return make_splits(protocol, pool.images, pool.classes, pool.ids, seed, n_query_per_class=per_q,
+                       n_train_per_class=per_t, class_names=pool.class_names, split_dir=split_dir, cache=cache,
+                       cache_splits=cache_splits)
+
+
+def image_folder_protocol(name: str, *, num_classes: int, query_per_class: int, train_per_class: int,
+                          train_in_database: bool = True, topk: int | None = None, img_size: int = 32,
+                          data_root: str | None = None, hflip: bool = True, pad_crop: int = 4,
+                          register: bool = True) -> Protocol:
+    """A protocol for a custom single-label image folder ``root/[<split>/]<class>/*.{jpg,png}``.
+
+    All images (of every split folder) form one pool, resized to ``img_size`` and cached decoded;
+    query / train items are drawn per class with the seed (as for CIFAR-10), the database is the
+    rest (train inside it when ``train_in_database``). Registered under `name` unless register=False.
+    """
+    n_db = None
+    p = Protocol(
+        name=name, num_classes=num_classes, multi_label=False, topk=topk, n_query=query_per_class * num_classes,
+        n_train=train_per_class * num_classes, n_database=n_db, train_in_database=train_in_database,
+        img_size=img_size, source=f"image folder {data_root or '<data_root>'}: [<split>/]<class>/*.jpg|png",
+        description=f"{query_per_class} query + {train_per_class} train per class drawn with the seed; database = "
+        f"the rest ({'train included' if train_in_database else 'train excluded'}); "
+        f"mAP@{'all' if topk is None else topk}.",
+        loader=_load_folder, needs_data_root=True, hflip=hflip, pad_crop=pad_crop, default_root=data_root,
+        howto="Lay the images out as data_root/<class>/*.jpg (or data_root/<split>/<class>/*.jpg).")
+    if register:
+        PROTOCOLS.register(name, p)
+    return p

@@ -230,7 +230,7 @@ def _read_cifar_zips(zips: dict[str, Path]) -> Pool:
             names = [n for n in names if n.split("/")[0] in ("train", "test")]
             if not names:
                 raise DataError(f"{zips[c]} holds no train/<class>/*.jpg or test/<class>/*.jpg images")
-            bad = [n for n in names if n.split("/")[1] != c] if names else []
+            bad = [n for n in names if n.split("/")[1] != c]
             if bad:
                 raise DataError(f"{zips[c]}: entry {bad[0]} is not in a '{c}' folder")
             arr = _decode_many(names, z.read, None, threads=1)

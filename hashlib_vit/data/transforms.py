@@ -28,42 +28,63 @@ class TensorTransform:
     hflip: bool = False
 
     def __call__(self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         n = x.shape[0]
         if self.resize is not None and x.shape[-1] != self.resize:
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)
-        size = x.shape[-1]
-        if self.resize is None and size != self.out_size:
-            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=True)
-            size = self.out_size
+            x = _resize(x, self.resize)
+        if self.resize is None and x.shape[-1] != self.out_size:
+            x = _resize(x, self.out_size)
+        h, w = x.shape[-2:]
         if train:
+            # pad (reflect) + random crop + flip as ONE gather with reflected / reversed indices, on the
+            # uint8 images where possible: the same result as F.pad(mode="reflect"), crop and flip
             pad = self.pad_crop if self.resize is None else 0
-            if pad:
-                x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-            span = x.shape[-1] - self.out_size
-            if span > 0:
-                x = _random_crop(x, self.out_size, span, generator)
+            out = self.out_size
+            span_y, span_x = h + 2 * pad - out, w + 2 * pad - out
+            dev = generator.device if generator is not None else "cpu"
+            oy = ox = None
+            if max(span_y, span_x) > 0:
+                oy = torch.randint(0, span_y + 1, (n,), generator=generator, device=dev).to(x.device)
+                ox = torch.randint(0, span_x + 1, (n,), generator=generator, device=dev).to(x.device)
+            flip = None
             if self.hflip:
-                flip = torch.rand(n, generator=generator, device=generator.device if generator else "cpu") < 0.5
-                flip = flip.to(x.device)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        elif size > self.out_size:
-            o = (size - self.out_size) // 2
-            x = x[..., o : o + self.out_size, o : o + self.out_size]
-        return x.contiguous()
+                flip = (torch.rand(n, generator=generator, device=dev) < 0.5).to(x.device)
+            if oy is not None or flip is not None:
+                ar = torch.arange(out, device=x.device)
+                zero = torch.zeros(n, dtype=torch.long, device=x.device)
+                rows = _reflect((oy if oy is not None else zero)[:, None] + ar - pad, h)
+                cols = _reflect((ox if ox is not None else zero)[:, None] + ar - pad, w)
+                if flip is not None:
+                    cols = torch.where(flip[:, None], cols.flip(1), cols)
+                c = x.shape[1]
+                x = x.gather(2, rows[:, None, :, None].expand(n, c, out, w))
+                x = x.gather(3, cols[:, None, None, :].expand(n, c, out, out))
+        elif h > self.out_size or w > self.out_size:
+            oy, ox = (h - self.out_size) // 2, (w - self.out_size) // 2
+            x = x[..., oy : oy + self.out_size, ox : ox + self.out_size]
+        return _as_float(x).contiguous()
 
 
-def _random_crop(x: torch.Tensor, out: int, span: int, generator: torch.Generator | None) -> torch.Tensor:
-    n = x.shape[0]
-    dev = generator.device if generator is not None else "cpu"
-    oy = torch.randint(0, span + 1, (n,), generator=generator, device=dev).to(x.device)
-    ox = torch.randint(0, span + 1, (n,), generator=generator, device=dev).to(x.device)
-    ar = torch.arange(out, device=x.device)
-    rows = (oy[:, None] + ar)[:, None, :, None]  # n,1,out,1
-    cols = (ox[:, None] + ar)[:, None, None, :]  # n,1,1,out
-    bidx = torch.arange(n, device=x.device)[:, None, None, None]
-    cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return x[bidx, cidx, rows, cols]
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (antialiased) resize to ``size x size``.
+
+    uint8 images on the CPU are resized as uint8 (channels-last kernel, several times faster; the
+    result is rounded to 8 bits, as a PIL resize is); elsewhere in float.
+    """
+    if x.dtype == torch.uint8 and x.device.type == "cpu":
+        y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        return y.contiguous()
+    return F.interpolate(_as_float(x), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside [0, size) mirrored as by F.pad(mode="reflect") (edge not repeated)."""
+    i = torch.where(i < 0, -i, i)
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
 
 
 def protocol_transforms(protocol, img_size: int) -> tuple[TensorTransform, TensorTransform]:
