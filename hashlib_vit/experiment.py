@@ -183,6 +183,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
     train_batches = TensorBatches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    if getattr(loss, "n_views", 1) > 1:  # e.g. HSC with two-view SupCon: each image twice, same index
+        from .data.views import MultiViewBatches
+
+        train_batches = MultiViewBatches(train_batches, loss.n_views)
 
     def codes_of(split):
         return encode(model, TensorBatches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),

@@ -6,10 +6,12 @@ from ..registry import Registry
 from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
 from .csq import CSQLoss
 from .dpsh import DPSHLoss
+from .hsc import HSCLoss
 
 LOSSES: Registry[type[HashLoss]] = Registry("loss")
 LOSSES.register("dpsh", DPSHLoss)
 LOSSES.register("csq", CSQLoss)
+LOSSES.register("hsc", HSCLoss)
 
 
 def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False, **hparams) -> HashLoss:
