@@ -15,7 +15,7 @@ import torch
 
 from ..registry import Registry
 from .datasets import Split
-from .splits import class_balanced_split, split_checksum
+from .splits import SplitIndices, class_balanced_split, split_checksum
 
 PROTOCOLS: Registry["Protocol"] = Registry("protocol")
 
@@ -37,6 +37,7 @@ class Protocol:
     needs_data_root: bool = False
     hflip: bool = True  # training augmentation: random horizontal flip
     pad_crop: int = 4  # training augmentation at native size: pad + random crop (pixels)
+    default_root: str | None = None  # data_root used when none is given (relative: from the project root)
 
     def load(self, data_root: str | Path | None = None, seed: int = 0, **options) -> "ProtocolData":
         """Build (or read from the cache) the splits of this protocol with a fixed seed."""
@@ -79,10 +80,15 @@ def _one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def make_splits(protocol: Protocol, images: torch.Tensor, classes: np.ndarray, ids: list[str], seed: int,
-                *, n_query_per_class: int, n_train_per_class: int, class_names: list[str]) -> ProtocolData:
-    """Class-balanced seeded split of an in-memory single-label pool into a ProtocolData."""
-    idx = class_balanced_split(classes, n_query_per_class, n_train_per_class, seed,
-                               train_in_database=protocol.train_in_database)
+                *, n_query_per_class: int, n_train_per_class: int, class_names: list[str],
+                indices: SplitIndices | None = None) -> ProtocolData:
+    """Class-balanced seeded split of an in-memory single-label pool into a ProtocolData.
+
+    ``indices``: positions already chosen (e.g. a fixed official split); otherwise they are drawn
+    per class with ``seed`` (train inside or outside the database as the protocol says).
+    """
+    idx = indices if indices is not None else class_balanced_split(
+        classes, n_query_per_class, n_train_per_class, seed, train_in_database=protocol.train_in_database)
     labels = _one_hot(classes, protocol.num_classes)
     splits, checks = {}, {}
     for name in ("query", "train", "database"):
@@ -123,3 +129,51 @@ PROTOCOLS.register(
         pad_crop=2,
     ),
 )
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+def resolve_data_root(protocol: Protocol, data_root) -> Path:
+    from ..errors import DataError
+    from ..utils import resolve_path
+
+    root = data_root if data_root is not None else protocol.default_root
+    if root is None:
+        raise DataError(f"protocol {protocol.name!r} needs data_root. {protocol.source}")
+    return resolve_path(root)
+
+
+def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None, verify: bool = True, **_):
+    from .sources import cifar10_class_names, load_cifar10_pool
+
+    root = resolve_data_root(protocol, data_root)
+    pool = load_cifar10_pool(root, cache=cache, verify=verify)
+    indices = None
+    if protocol.name == "cifar10-2":  # the official split: test = query, train = train = database
+        split = pool.split_names
+        test, tr = np.flatnonzero(split == "test"), np.flatnonzero(split == "train")
+        indices = SplitIndices(test, tr, tr)
+    data = make_splits(protocol, pool.images, pool.classes, pool.ids, seed,
+                       n_query_per_class=protocol.n_query // 10, n_train_per_class=protocol.n_train // 10,
+                       class_names=cifar10_class_names(root), indices=indices)
+    return data
+
+
+_CIFAR_SOURCE = ("CIFAR-10, all 60,000 images (50,000 train + 10,000 test batches) as one pool; data_root: the "
+                 "official python batches (torchvision download), an image folder {train,test}/<class>/*, or the "
+                 "per-class JPEG zips of ../shared/data/cifar10")
+
+for _name, _nq, _nt, _nd, _tin, _desc in (
+    ("cifar10", 1000, 5000, 54000, False,
+     "100 query + 500 train per class drawn with a fixed seed from all 60,000 images; database = the 54,000 "
+     "remaining images (train excluded); mAP@all (= @54,000). TransHash / VTS / DeepHash-pytorch `cifar10`."),
+    ("cifar10-1", 1000, 5000, 59000, True,
+     "100 query + 500 train per class drawn with a fixed seed; database = all 59,000 non-query images (train "
+     "included); mAP@all. DeepHash-pytorch `cifar10-1`, OrthoHash (R=59000)."),
+    ("cifar10-2", 10000, 50000, 50000, True,
+     "The official split: query = the 10,000 test images, train = database = the 50,000 training images; "
+     "mAP@all (50,000). GreedyHash setting. The seed does not change this split."),
+):
+    PROTOCOLS.register(_name, Protocol(
+        name=_name, num_classes=10, multi_label=False, topk=None, n_query=_nq, n_train=_nt, n_database=_nd,
+        train_in_database=_tin, img_size=32, source=_CIFAR_SOURCE, description=_desc, loader=_load_cifar10,
+        needs_data_root=True, hflip=True, pad_crop=4, default_root="../shared/data/cifar10"))
