@@ -301,3 +301,24 @@ def test_run_experiment_aevit_hsc_two_views(tmp_path):
     assert 0 <= res.metrics["map"] <= 1
     assert find_aem(res.model).gamma.abs().sum() > 0, "the gate moved during training"
     assert {"loss_contrastive", "loss_cls", "loss_quant"} <= set(res.history["steps"][0])
+
+
+# ----------------------------------------------------------------------------- backbone study
+
+
+def test_study_runs_grid():
+    from hashlib_vit.aevit import split_available, study_runs
+
+    runs = study_runs({"protocol": "digits", "epochs": 2}, ["aevit", "vit", "alexnet"], ["dpsh", "hsc"], "/tmp/s",
+                      vit_backbone="vit32_test", loss_params={"hsc": {"tau": 0.5}})
+    assert len(runs) == 6
+    by = {r["method"]: r for r in runs}
+    assert by["aevit+dpsh"]["model_params"] == {"aem": "all"} and by["aevit+dpsh"]["backbone"] == "vit32_test"
+    assert by["vit+hsc"]["model_params"] == {"aem": "off"} and by["vit+hsc"]["loss_params"] == {"tau": 0.5}
+    assert by["alexnet+dpsh"]["img_size"] == 64 and by["alexnet+dpsh"]["model_params"] == {}
+    assert by["alexnet+hsc"]["run_dir"].endswith("alexnet__hsc") and by["alexnet+hsc"]["epochs"] == 2
+    with pytest.raises(ConfigError, match="unknown"):
+        study_runs({}, ["vgg"], ["dpsh"], "/tmp/s")
+    with pytest.raises(ConfigError, match="not registered"):
+        study_runs({}, ["vit"], ["no_such_loss"], "/tmp/s")
+    assert split_available(["dpsh", "no_such_loss"]) == (["dpsh"], ["no_such_loss"])
