@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import PROTOCOLS, ProtocolData, TensorBatches, TensorTransform
+from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .errors import ConfigError, bad_choice
 from .losses import LOSSES, build_loss
 from .models import MODELS, HashModel, build_model
@@ -47,6 +47,7 @@ class RunConfig:
     model_params: dict = field(default_factory=dict)
     backbone_lr: float | None = None
     optimizer: str = "adamw"
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_steps: int = 50
@@ -97,14 +98,20 @@ class RunConfig:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
                               f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
         self.train_config().validate()
+        from .models.aem import parse_aem
+
+        parse_aem(self.model_params.get("aem", "off"))  # AE-ViT's branch list, checked before any data is loaded
+        check = getattr(MODELS.get(self.head), "validate", None)  # a head builder may check its model_params early
+        if check is not None:
+            check(self.bits, **self.model_params)
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise bad_choice("device", self.device, ("auto", "cpu", "cuda", "cuda:N"))
         return self
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
-                           optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
-                           warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
+                           optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
+                           schedule=self.schedule, warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, amp=self.amp,
                            compile=self.compile, seed=self.seed)
 
     def method_name(self) -> str:
@@ -133,11 +140,7 @@ class RunResult:
 
 def transforms_for(protocol, model: HashModel) -> tuple[TensorTransform, TensorTransform]:
     """Train / eval transforms: native size for 32-px models, resize 256 -> crop 224 style otherwise."""
-    out = model.img_size
-    if out == protocol.img_size:
-        return (TensorTransform(out, pad_crop=protocol.pad_crop, hflip=protocol.hflip), TensorTransform(out))
-    resize = int(round(out * 256 / 224))
-    return TensorTransform(out, resize=resize, hflip=protocol.hflip), TensorTransform(out, resize=resize)
+    return protocol_transforms(protocol, model.img_size)
 
 
 def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> float:
@@ -182,14 +185,14 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                         **cfg.model_params)
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
-    train_batches = TensorBatches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
     if getattr(loss, "n_views", 1) > 1:  # e.g. HSC with two-view SupCon: each image twice, same index
         from .data.views import MultiViewBatches
 
         train_batches = MultiViewBatches(train_batches, loss.n_views)
 
     def codes_of(split):
-        return encode(model, TensorBatches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
+        return encode(model, make_batches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),
                       device=device)
 
     def eval_fn(epoch: int) -> dict:

@@ -322,3 +322,24 @@ def test_study_runs_grid():
     with pytest.raises(ConfigError, match="not registered"):
         study_runs({}, ["vit"], ["no_such_loss"], "/tmp/s")
     assert split_available(["dpsh", "no_such_loss"]) == (["dpsh"], ["no_such_loss"])
+
+
+def test_multiview_batches_on_image_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hashlib_vit.data import TensorTransform
+    from hashlib_vit.data.datasets import FileSplit, make_batches
+    from hashlib_vit.data.views import MultiViewBatches
+
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        ids.append(f"{i}.png")
+    split = FileSplit(tmp_path, ids, np.eye(3)[[0, 1, 2, 0, 1, 2]])
+    base = make_batches(split, 3, TensorTransform(32, pad_crop=4, hflip=True), train=True, seed=1)
+    mv = MultiViewBatches(base, 2)
+    (x1, _, i1), (x2, y2, i2) = next(base.epoch(0)), next(mv.epoch(0))
+    assert x2.shape == (6, 3, 32, 32) and torch.equal(x2[:3], x1) and torch.equal(i2, torch.cat([i1, i1]))
+    assert torch.equal(y2[:3], y2[3:])

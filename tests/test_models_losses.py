@@ -112,17 +112,28 @@ def test_unknown_loss_hyperparameter_is_named():
         build_loss("dpsh", 8, 2, gama=1)
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
-def test_one_step_reduces_each_loss(name):
+ONE_STEP_CASES = [(n, v) for n in LOSSES.names() for v in ("single", "multi")] + [
+    (n, "bank") for n in LOSSES.names() if "memory_bank" in LOSSES.get(n).defaults]
+
+
+@pytest.mark.parametrize("name,variant", ONE_STEP_CASES)
+def test_one_step_reduces_each_loss(name, variant):
+    """One gradient step on the outputs lowers every loss: single-label, multi-label, memory bank."""
     torch.manual_seed(0)
     u = torch.randn(8, 16, requires_grad=True)
-    y = F.one_hot(torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 4).float()
-    loss = build_loss(name, 16, 4)
-    before = loss(HashOutput(u=u), y).total
+    if variant == "multi":
+        y = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1],
+                          [0, 0, 1, 1], [1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]], dtype=torch.float)
+    else:
+        y = F.one_hot(torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 4).float()
+    hp = {"memory_bank": True} if variant == "bank" else {}
+    loss = build_loss(name, 16, 4, multi_label=variant == "multi", **hp)
+    idx = torch.arange(8)
+    before = loss(HashOutput(u=u), y, idx).total
     before.backward()
     with torch.no_grad():
         u2 = u - 0.05 * u.grad / u.grad.norm()
-    after = loss(HashOutput(u=u2), y).total
+    after = loss(HashOutput(u=u2), y, idx).total
     assert after.item() < before.item()
 
 

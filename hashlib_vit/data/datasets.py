@@ -103,3 +103,157 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
+
+
+# ----------------------------------------------------------------------------- file-backed splits
+class FileSplit:
+    """A split whose images stay on disk (list-file data sets: NUS-WIDE, COCO, ImageNet-100, custom).
+
+    ``root``: the image root; ``ids``: paths relative to it (as in the list file); ``labels``: float
+    multi-hot ``(N, C)``. ``missing``: what to do with listed images that do not exist — ``"error"``
+    (default: stop, naming the first missing path and how many are missing) or ``"skip"`` (drop them;
+    their number is kept in ``skipped`` and reported with a warning).
+    """
+
+    def __init__(self, root, ids: list[str], labels, *, missing: str = "error", check_files: bool = True,
+                 name: str = "split"):
+        import warnings
+        from pathlib import Path
+
+        if missing not in ("error", "skip"):
+            raise DataError(f"missing={missing!r}: use 'error' (stop at a missing image) or 'skip'")
+        self.root = Path(root)
+        labels = torch.as_tensor(np.asarray(labels)).float()
+        if labels.ndim != 2 or labels.shape[0] != len(ids):
+            raise DataError(f"labels must be (N, C) with N={len(ids)}, got {tuple(labels.shape)}")
+        self.skipped = 0
+        if check_files:
+            exists = np.array([(self.root / i).is_file() for i in ids], dtype=bool)
+            if not exists.all():
+                bad = [ids[i] for i in np.flatnonzero(~exists)]
+                if missing == "error":
+                    raise DataError(
+                        f"{name}: {len(bad)} of {len(ids)} listed images do not exist under {self.root}, "
+                        f"e.g. {self.root / bad[0]}; pass missing='skip' to leave them out")
+                self.skipped = len(bad)
+                warnings.warn(f"{name}: skipped {len(bad)} of {len(ids)} listed images that do not exist under "
+                              f"{self.root} (e.g. {bad[0]})", UserWarning, stacklevel=2)
+                keep = np.flatnonzero(exists)
+                ids = [ids[i] for i in keep]
+                labels = labels[torch.as_tensor(keep)]
+        if len(ids) == 0:
+            raise DataError(f"{name} is empty: no images (root {self.root})")
+        self.ids = list(ids)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.labels.argmax(1).numpy()
+
+    def load_images(self, idx, size: int) -> torch.Tensor:
+        """Decode the images at positions `idx` as uint8 ``(n, 3, size, size)`` (see :class:`ImageFiles`)."""
+        ds = ImageFiles(self.root, self.ids, size)
+        return torch.stack([ds[int(i)] for i in idx])
+
+
+def load_square(path, size: int) -> torch.Tensor:
+    """One image file as uint8 ``(3, size, size)``: shorter side resized to `size`, centre square.
+
+    A missing file or a corrupt/truncated one raises DataError naming the path.
+    """
+    from PIL import Image
+
+    from .sources import decode_image
+
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    arr = decode_image(data, str(path))
+    im = Image.fromarray(arr)
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Lazily decoded image files (PIL), each as uint8 ``(3, size, size)``."""
+
+    def __init__(self, root, ids: list[str], size: int):
+        from pathlib import Path
+
+        self.root, self.ids, self.size = Path(root), ids, int(size)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_square(self.root / self.ids[i], self.size)
+
+
+class FileBatches:
+    """Mini-batches of a :class:`FileSplit`, with the interface of :class:`TensorBatches`.
+
+    Images are decoded lazily by a torch DataLoader (``num_workers`` processes) at the transform's
+    load size (``resize`` for 224-pixel models, else the output size), then cropped / flipped as one
+    batch by the same seeded :class:`TensorTransform`. The order of epoch e and the augmentation of
+    batch b depend only on (seed, e, b), so ``epoch(e, start=b)`` resumes exactly.
+    """
+
+    def __init__(self, split: FileSplit, batch_size: int, transform: TensorTransform, *, train: bool,
+                 seed: int = 0, device: torch.device | str = "cpu", drop_last: bool | None = None,
+                 num_workers: int = 0):
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.transform = transform
+        self.train = train
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.num_workers = int(num_workers)
+        self.drop_last = (train and len(split) % batch_size == 1) if drop_last is None else drop_last
+        self.load_size = transform.resize or transform.out_size
+        self.dataset = ImageFiles(split.root, split.ids, self.load_size)
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.split)
+
+    order = TensorBatches.order
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        order = self.order(epoch)
+        batches = [order[b * self.batch_size : (b + 1) * self.batch_size].tolist() for b in range(start, len(self))]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                                             pin_memory=self.device.type == "cuda")
+        for b, x in enumerate(loader, start):
+            idx = torch.as_tensor(batches[b - start])
+            gen = batch_generator(self.seed, 1, epoch, b) if self.train else None
+            x = self.transform(x.to(self.device, non_blocking=True), train=self.train, generator=gen)
+            yield x, self.split.labels[idx].to(self.device), idx
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+def make_batches(split, batch_size: int, transform: TensorTransform, *, train: bool, seed: int = 0,
+                 device: torch.device | str = "cpu", num_workers: int = 0, **kw):
+    """The batch source for a split: :class:`TensorBatches` (in memory / on the device) for a
+    :class:`Split`, :class:`FileBatches` (lazy PIL decoding) for a :class:`FileSplit`."""
+    if isinstance(split, FileSplit):
+        return FileBatches(split, batch_size, transform, train=train, seed=seed, device=device,
+                           num_workers=num_workers, **kw)
+    return TensorBatches(split, batch_size, transform, train=train, seed=seed, device=device, **kw)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from .datasets import Split
-from .splits import SplitIndices, class_balanced_split, split_checksum
+from ..errors import DataError
+from .datasets import FileSplit, Split
+from .splits import (MANIFEST, SPLIT_NAMES, SplitIndices, class_balanced_split, read_split_files,
+                     split_cache_is_complete, split_checksum, write_split_files)
 
 PROTOCOLS: Registry["Protocol"] = Registry("protocol")
 
@@ -38,6 +40,8 @@ class Protocol:
     hflip: bool = True  # training augmentation: random horizontal flip
     pad_crop: int = 4  # training augmentation at native size: pad + random crop (pixels)
     default_root: str | None = None  # data_root used when none is given (relative: from the project root)
+    list_dir: str | None = None  # list-file protocols: default folder of test/train/database.txt[.gz]
+    howto: str = ""  # how to obtain the data (shown when it is missing)
 
     def load(self, data_root: str | Path | None = None, seed: int = 0, **options) -> "ProtocolData":
         """Build (or read from the cache) the splits of this protocol with a fixed seed."""
@@ -59,16 +63,38 @@ class Protocol:
 
 @dataclass
 class ProtocolData:
+    """The three splits of a protocol. Splits are in memory (:class:`Split`) or on disk (:class:`FileSplit`)."""
+
     protocol: Protocol
-    query: Split
-    train: Split
-    database: Split
+    query: Split | FileSplit
+    train: Split | FileSplit
+    database: Split | FileSplit
     class_names: list[str]
     seed: int
-    checksums: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its list text
+    split_dir: str | None = None  # where the split list files are (cache or imported folder)
 
     def sizes(self) -> dict[str, int]:
         return {"query": len(self.query), "train": len(self.train), "database": len(self.database)}
+
+    @property
+    def in_memory(self) -> bool:
+        return all(isinstance(s, Split) for s in (self.query, self.train, self.database))
+
+    def export(self, folder: str | Path) -> dict[str, str]:
+        """Write query.txt / train.txt / database.txt (DeepHash format) + checksums.json into `folder`.
+
+        Other frameworks read these files directly; :meth:`Protocol.load` reads them back with
+        ``split_dir=folder``. Returns {split: sha256}.
+        """
+        return export_splits(self, folder)
+
+    def checksum_table(self):
+        """pandas DataFrame: split, items, sha256 (the values recorded in each run's env.json)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"split": n, "items": len(getattr(self, n)), "sha256": self.checksums.get(n)}
+                             for n in SPLIT_NAMES])
 
 
 def get_protocol(name: str) -> Protocol:
@@ -79,34 +105,113 @@ def _one_hot(classes: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.as_tensor(classes), num_classes).float()
 
 
+def export_splits(data: ProtocolData, folder: str | Path) -> dict[str, str]:
+    splits = {n: (getattr(data, n).ids, getattr(data, n).labels.numpy()) for n in SPLIT_NAMES}
+    return write_split_files(folder, splits, extra={"protocol": data.protocol.name, "seed": data.seed})
+
+
+def split_cache_folder(protocol_name: str, seed: int, cache=None) -> Path:
+    from .sources import cache_dir
+
+    return cache_dir(cache) / "splits" / protocol_name / f"seed{seed}"
+
+
+def _sync_split_cache(data: ProtocolData, cache=None) -> Path:
+    """Write the split list files into the cache (first time), or check them against this split.
+
+    A cached split that differs from the one drawn now (changed data or code) is an error: a resumed
+    or re-evaluated model must see the split it was trained with.
+    """
+    folder = split_cache_folder(data.protocol.name, data.seed, cache)
+    if split_cache_is_complete(folder):
+        import json
+
+        from ..utils import sha256_file
+
+        want = json.loads((folder / MANIFEST).read_text()).get("sha256", {})
+        for n in SPLIT_NAMES:
+            got = sha256_file(folder / f"{n}.txt")
+            if want.get(n) != data.checksums[n] or got != data.checksums[n]:
+                raise DataError(
+                    f"the cached {n} split {folder / (n + '.txt')} (sha256 {got}) differs from the split drawn now "
+                    f"for protocol={data.protocol.name!r}, seed={data.seed} (sha256 {data.checksums[n]}): the data "
+                    f"or the split code changed. To use the cached split pass split_dir={str(folder)!r}; to replace "
+                    f"it delete that folder")
+    else:
+        export_splits(data, folder)
+    return folder
+
+
+def _indices_from_files(files: dict, ids: list[str], labels: np.ndarray, protocol: Protocol) -> SplitIndices:
+    """Map imported list files onto the pool (by id); labels must agree with the pool's."""
+    pos_of = {i: n for n, i in enumerate(ids)}
+    out = {}
+    for name, lf in files.items():
+        pos = np.empty(len(lf), dtype=np.int64)
+        for j, i in enumerate(lf.ids):
+            p = pos_of.get(i)
+            if p is None:
+                raise DataError(f"{lf.path}, line {lf.line_numbers[j]}: {i!r} is not an item of protocol "
+                                f"{protocol.name!r} (ids look like {ids[0]!r})")
+            pos[j] = p
+        bad = np.flatnonzero((labels[pos] != lf.labels).any(1))
+        if len(bad):
+            j = bad[0]
+            raise DataError(f"{lf.path}, line {lf.line_numbers[j]}: labels of {lf.ids[j]!r} differ from the data set's "
+                            f"({lf.labels[j].tolist()} vs {labels[pos[j]].astype(int).tolist()})")
+        out[name] = pos
+    return SplitIndices(out["query"], out["train"], out["database"])
+
+
 def make_splits(protocol: Protocol, images: torch.Tensor, classes: np.ndarray, ids: list[str], seed: int,
                 *, n_query_per_class: int, n_train_per_class: int, class_names: list[str],
-                indices: SplitIndices | None = None) -> ProtocolData:
+                indices: SplitIndices | None = None, split_dir: str | Path | None = None, cache=None,
+                cache_splits: bool = True) -> ProtocolData:
     """Class-balanced seeded split of an in-memory single-label pool into a ProtocolData.
 
-    ``indices``: positions already chosen (e.g. a fixed official split); otherwise they are drawn
-    per class with ``seed`` (train inside or outside the database as the protocol says).
+    * ``indices``: positions already chosen (e.g. a fixed official split); otherwise they are drawn
+      per class with ``seed`` (train inside or outside the database as the protocol says);
+    * ``split_dir``: import the split from DeepHash list files ``query|train|database.txt`` there;
+    * ``cache_splits``: write the list files into the cache folder (or check them against it).
     """
-    idx = indices if indices is not None else class_balanced_split(
-        classes, n_query_per_class, n_train_per_class, seed, train_in_database=protocol.train_in_database)
     labels = _one_hot(classes, protocol.num_classes)
+    if split_dir is not None:
+        from ..utils import resolve_path
+
+        split_dir = resolve_path(split_dir)
+        idx = _indices_from_files(read_split_files(split_dir, protocol.num_classes), ids,
+                                  labels.numpy().astype(np.uint8), protocol)
+    elif indices is not None:
+        idx = indices
+    else:
+        idx = class_balanced_split(classes, n_query_per_class, n_train_per_class, seed,
+                                   train_in_database=protocol.train_in_database)
     splits, checks = {}, {}
-    for name in ("query", "train", "database"):
-        pos = getattr(idx, name)
-        sid = [ids[i] for i in pos]
-        splits[name] = Split(images[torch.as_tensor(pos)], labels[torch.as_tensor(pos)], sid)
-        checks[name] = split_checksum(sid, labels[torch.as_tensor(pos)].numpy())
-    return ProtocolData(protocol, splits["query"], splits["train"], splits["database"], class_names, seed, checks)
+    for name in SPLIT_NAMES:
+        pos = torch.as_tensor(getattr(idx, name))
+        sid = [ids[i] for i in pos.tolist()]
+        if not sid:
+            raise DataError(f"the {name} split of protocol {protocol.name!r} is empty")
+        splits[name] = Split(images[pos], labels[pos], sid)
+        checks[name] = split_checksum(sid, labels[pos].numpy())
+    data = ProtocolData(protocol, splits["query"], splits["train"], splits["database"], class_names, seed, checks)
+    if split_dir is not None:
+        data.split_dir = str(split_dir)
+    elif cache_splits:
+        data.split_dir = str(_sync_split_cache(data, cache))
+    return data
 
 
 # ----------------------------------------------------------------------------- digits (embedded)
-def _load_digits(protocol: Protocol, data_root=None, seed: int = 0, **_):
+def _load_digits(protocol: Protocol, data_root=None, seed: int = 0, split_dir=None, cache=None,
+                 cache_splits: bool = True, **_):
     from .digits import load_digits_images
 
     images, classes = load_digits_images(protocol.img_size)
     ids = [f"digits/{i:04d}" for i in range(len(classes))]
     return make_splits(protocol, images, classes, ids, seed, n_query_per_class=protocol.n_query // 10,
-                       n_train_per_class=protocol.n_train // 10, class_names=[str(i) for i in range(10)])
+                       n_train_per_class=protocol.n_train // 10, class_names=[str(i) for i in range(10)],
+                       split_dir=split_dir, cache=cache, cache_splits=cache_splits)
 
 
 PROTOCOLS.register(
@@ -133,7 +238,6 @@ PROTOCOLS.register(
 
 # ----------------------------------------------------------------------------- CIFAR-10
 def resolve_data_root(protocol: Protocol, data_root) -> Path:
-    from ..errors import DataError
     from ..utils import resolve_path
 
     root = data_root if data_root is not None else protocol.default_root
@@ -142,7 +246,8 @@ def resolve_data_root(protocol: Protocol, data_root) -> Path:
     return resolve_path(root)
 
 
-def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None, verify: bool = True, **_):
+def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None, verify: bool = True,
+                  split_dir=None, cache_splits: bool = True, **_):
     from .sources import cifar10_class_names, load_cifar10_pool
 
     root = resolve_data_root(protocol, data_root)
@@ -154,9 +259,12 @@ def _load_cifar10(protocol: Protocol, data_root=None, seed: int = 0, cache=None,
         indices = SplitIndices(test, tr, tr)
     data = make_splits(protocol, pool.images, pool.classes, pool.ids, seed,
                        n_query_per_class=protocol.n_query // 10, n_train_per_class=protocol.n_train // 10,
-                       class_names=cifar10_class_names(root), indices=indices)
+                       class_names=cifar10_class_names(root), indices=indices, split_dir=split_dir, cache=cache,
+                       cache_splits=cache_splits)
     return data
 
+
+from .sources import CIFAR10_HOWTO as _CIFAR_HOWTO  # noqa: E402
 
 _CIFAR_SOURCE = ("CIFAR-10, all 60,000 images (50,000 train + 10,000 test batches) as one pool; data_root: the "
                  "official python batches (torchvision download), an image folder {train,test}/<class>/*, or the "
@@ -176,4 +284,111 @@ for _name, _nq, _nt, _nd, _tin, _desc in (
     PROTOCOLS.register(_name, Protocol(
         name=_name, num_classes=10, multi_label=False, topk=None, n_query=_nq, n_train=_nt, n_database=_nd,
         train_in_database=_tin, img_size=32, source=_CIFAR_SOURCE, description=_desc, loader=_load_cifar10,
-        needs_data_root=True, hflip=True, pad_crop=4, default_root="../shared/data/cifar10"))
+        needs_data_root=True, hflip=True, pad_crop=4, default_root="../shared/data/cifar10", howto=_CIFAR_HOWTO))
+
+
+# ----------------------------------------------------------------------------- list-file protocols
+# query = test.txt, train = train.txt, database = database.txt (DeepHash-pytorch / HashNet naming)
+LIST_STEMS = {"query": ("test", "query"), "train": ("train",), "database": ("database", "db")}
+
+
+def list_files_of(protocol: Protocol, list_dir=None) -> dict:
+    """Parse (and check) the protocol's three list files -> {split: ListFile}."""
+    from ..utils import resolve_path
+    from .splits import find_list_file, read_list_file
+
+    folder = resolve_path(list_dir if list_dir is not None else protocol.list_dir)
+    if folder is None or not folder.is_dir():
+        raise DataError(f"list folder {folder} for protocol {protocol.name!r} does not exist. {protocol.howto}")
+    out = {}
+    for name, stems in LIST_STEMS.items():
+        path = next((p for p in (find_list_file(folder, s) for s in stems) if p is not None), None)
+        if path is None:
+            raise DataError(f"{folder} has no {stems[0]}.txt (nor .txt.gz) for the {name} split of protocol "
+                            f"{protocol.name!r}. {protocol.howto}")
+        out[name] = read_list_file(path, protocol.num_classes)
+    return out
+
+
+def read_class_names(folder, num_classes: int) -> list[str]:
+    """``classes.txt`` (``index name`` per line) next to the lists, else '0'..'C-1'."""
+    p = Path(folder) / "classes.txt" if folder is not None else None
+    names = [str(i) for i in range(num_classes)]
+    if p is not None and p.is_file():
+        for line in p.read_text().splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) < num_classes:
+                names[int(parts[0])] = parts[1].strip()
+    return names
+
+
+def _load_lists(protocol: Protocol, data_root=None, seed: int = 0, list_dir=None, split_dir=None,
+                missing: str = "error", check_files: bool = True, **_):
+    """Image root `data_root` + list files (`split_dir` / `list_dir` / the protocol's default folder)."""
+    from ..utils import resolve_path
+
+    if data_root is None and protocol.default_root is None:
+        raise DataError(f"protocol {protocol.name!r} needs data_root (the image root the list paths are relative "
+                        f"to). {protocol.howto}")
+    root = resolve_data_root(protocol, data_root)
+    if not root.is_dir():
+        raise DataError(f"image root data_root={str(root)!r} for protocol {protocol.name!r} does not exist. "
+                        f"{protocol.howto}")
+    folder = split_dir if split_dir is not None else list_dir
+    files = list_files_of(protocol, folder)
+    splits, checks = {}, {}
+    for name, lf in files.items():
+        splits[name] = FileSplit(root, lf.ids, lf.labels, missing=missing, check_files=check_files,
+                                 name=f"{protocol.name} {name} split ({lf.path})")
+        checks[name] = split_checksum(splits[name].ids, splits[name].labels.numpy())
+    lists = resolve_path(folder if folder is not None else protocol.list_dir)
+    return ProtocolData(protocol, splits["query"], splits["train"], splits["database"],
+                        read_class_names(lists, protocol.num_classes), seed, checks, split_dir=str(lists))
+
+
+_LISTS = "../shared/data/hash_lists"
+_DEEPHASH = "DeepHash-pytorch (github.com/swuxyj/DeepHash-pytorch, data/<name>/{train,test,database}.txt, MIT)"
+for _p in (
+    Protocol(
+        name="nuswide21", num_classes=21, multi_label=True, topk=5000, n_query=2100, n_train=10500,
+        n_database=193734, train_in_database=True, img_size=224,
+        source="NUS-WIDE, the 21 most frequent concepts (195,834 images): " + _DEEPHASH + " lists nuswide_21/",
+        description="2,100 query (100/concept) / 10,500 train (500/concept) / database = the remaining images "
+        "(193,734 lines in DeepHash-pytorch's database.txt, train included); multi-label (relevant = shares a "
+        "concept); mAP@5,000. VTS, CSQ, OrthoHash, DeepHash-pytorch.",
+        loader=_load_lists, needs_data_root=True, list_dir=f"{_LISTS}/nuswide_21",
+        howto="Images: NUS-WIDE (lms.comp.nus.edu.sg/research/NUS-WIDE.htm; Flickr photos, research use), laid "
+        "out as data_root/images/NNNN_ID.jpg. Lists: " + _DEEPHASH + ", folder nuswide_21 (train/test copies in "
+        "../shared/data/hash_lists/nuswide_21; its database.txt is not available here: pass list_dir=)."),
+    Protocol(
+        name="nuswide81", num_classes=81, multi_label=True, topk=5000, n_query=5000, n_train=10000,
+        n_database=None, train_in_database=True, img_size=224,
+        source="NUS-WIDE, all 81 concepts: HashNet lists (github.com/thuml/HashNet, caffe/data/nus_wide/)",
+        description="5,000 query / 10,000 train (from the database) / database = the remaining images; "
+        "multi-label; mAP@5,000. TransHash (its text: 81 concepts). The mapping to this exact list is inferred.",
+        loader=_load_lists, needs_data_root=True, list_dir=None,
+        howto="Images: NUS-WIDE (lms.comp.nus.edu.sg/research/NUS-WIDE.htm). Lists: HashNet "
+        "(github.com/thuml/HashNet, caffe/data/nus_wide/{train,test,database}.txt; strip their './data/...' "
+        "prefix) in a folder passed as list_dir=; not available here."),
+    Protocol(
+        name="coco", num_classes=80, multi_label=True, topk=5000, n_query=5000, n_train=10000,
+        n_database=117218, train_in_database=True, img_size=224,
+        source="MS-COCO 2014, HashNet pruning (122,218 labelled images, 80 categories): " + _DEEPHASH + " lists coco/",
+        description="5,000 query / 10,000 train / 117,218 database (all images minus the queries, train "
+        "included); multi-label; mAP@5,000. VTS, OrthoHash, CSQ.",
+        loader=_load_lists, needs_data_root=True, list_dir=f"{_LISTS}/coco",
+        howto="Images: MS-COCO 2014 train2014/ and val2014/ (cocodataset.org) under data_root. Lists: "
+        + _DEEPHASH + ", folder coco (copies in ../shared/data/hash_lists/coco; database.txt.gz there is "
+        "reconstructed from HashNet's lists)."),
+    Protocol(
+        name="imagenet100", num_classes=100, multi_label=False, topk=1000, n_query=5000, n_train=13000,
+        n_database=128503, train_in_database=True, img_size=224,
+        source="ImageNet-100 (HashNet split, 100 ILSVRC-2012 classes): " + _DEEPHASH + " lists imagenet/",
+        description="5,000 query (val images of the 100 classes) / 13,000 train / 128,503 database (all train "
+        "images of the 100 classes, train included); single-label; mAP@1,000. TransHash, VTS, CSQ, OrthoHash.",
+        loader=_load_lists, needs_data_root=True, list_dir=f"{_LISTS}/imagenet",
+        howto="Images: ILSVRC-2012 (image-net.org), laid out as data_root/image/nXXXXXXXX_N.JPEG (train) and "
+        "data_root/val_image/ILSVRC2012_val_*.JPEG. Lists: " + _DEEPHASH + ", folder imagenet (copies in "
+        "../shared/data/hash_lists/imagenet)."),
+):
+    PROTOCOLS.register(_p.name, _p)

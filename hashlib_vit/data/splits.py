@@ -73,10 +73,184 @@ def split_lines(ids, labels: np.ndarray) -> str:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DataError(f"labels must be multi-hot (N, C), got shape {labels.shape}")
-    rows = (" ".join(map(str, row)) for row in labels.astype(np.int64))
+    ints = labels.astype(np.int64)
+    if len(ints) and ints.shape[1] and ((ints == 0) | (ints == 1)).all() and np.array_equal(ints, labels):
+        # fast path for 0/1 labels: "l1 l2 .. lC\n" rows built as one byte array
+        n, c = ints.shape
+        buf = np.full((n, 2 * c), 32, dtype=np.uint8)
+        buf[:, ::2] = ints + 48
+        buf[:, -1] = 10
+        text = buf.tobytes().decode("ascii")
+        w = 2 * c
+        return "".join(f"{i} {text[k * w:(k + 1) * w]}" for k, i in enumerate(ids))
+    rows = (" ".join(map(str, row)) for row in ints)
     return "".join(f"{i} {r}\n" for i, r in zip(ids, rows))
 
 
 def split_checksum(ids, labels: np.ndarray) -> str:
     """sha256 of the split's list text (what is cached on disk)."""
     return sha256_bytes(split_lines(ids, labels).encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- list files
+SPLIT_NAMES = ("query", "train", "database")
+MANIFEST = "checksums.json"
+
+
+@dataclass
+class ListFile:
+    """A parsed DeepHash list file: one ``relative/path l1 .. lK`` line per item."""
+
+    path: str  # the file it came from
+    ids: list
+    labels: np.ndarray  # uint8 (N, K) 0/1
+    line_numbers: np.ndarray  # 1-based line of each item in the file
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the canonical text (what :func:`split_lines` writes)."""
+        return split_checksum(self.ids, self.labels)
+
+
+def _open_text(path) -> str:
+    import gzip
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"list file {path} does not exist")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the suffix
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"list file {path} is a damaged gzip file: {e}") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"list file {path} is not UTF-8 text: {e}") from e
+
+
+def _bad_label_row(path, lineno: int, tokens: list[str], k: int) -> DataError | None:
+    if len(tokens) != k:
+        return DataError(f"{path}, line {lineno}: expected {k} labels after the path, got {len(tokens)}")
+    for j, tok in enumerate(tokens):
+        try:
+            v = float(tok)
+        except ValueError:
+            v = None
+        if v not in (0.0, 1.0):
+            return DataError(f"{path}, line {lineno}: label {j + 1} is {tok!r}; labels must be 0 or 1")
+    return None
+
+
+def parse_list_text(text: str, path: str = "<text>", num_classes: int | None = None) -> ListFile:
+    """Parse DeepHash list text (see :class:`ListFile`), checking every line.
+
+    Errors name the file and line: a wrong number of labels (expected K, got M), a label that is not
+    0/1, a line without labels. Blank lines are ignored. An empty list is an error.
+    """
+    ids, rests, linenos = [], [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s:
+            continue
+        parts = s.split(None, 1)
+        if len(parts) < 2:
+            raise DataError(f"{path}, line {lineno}: {s!r} has a path but no labels "
+                            f"(expected 'relative/path l1 .. lK')")
+        ids.append(parts[0])
+        rests.append(parts[1])
+        linenos.append(lineno)
+    if not ids:
+        raise DataError(f"{path} is empty: the split has no items")
+    k = num_classes if num_classes is not None else len(rests[0].split())
+    width = 2 * k - 1
+    labels = np.zeros((len(ids), k), dtype=np.uint8)
+    fast = np.array([len(r) == width for r in rests])
+    if fast.any():
+        buf = np.frombuffer("".join(r for r, f in zip(rests, fast) if f).encode("latin-1", "replace"),
+                            dtype=np.uint8).reshape(-1, width)
+        ok = ((buf[:, 1::2] == 32).all(1) if k > 1 else np.ones(len(buf), bool)) & np.isin(buf[:, ::2], (48, 49)).all(1)
+        rows = np.flatnonzero(fast)
+        labels[rows[ok]] = buf[ok, ::2] - 48
+        fast[rows[~ok]] = False
+    for i in np.flatnonzero(~fast):
+        tokens = rests[i].split()
+        err = _bad_label_row(path, linenos[i], tokens, k)
+        if err is not None:
+            raise err
+        labels[i] = np.asarray([float(t) for t in tokens]) > 0.5
+    return ListFile(str(path), ids, labels, np.asarray(linenos))
+
+
+def read_list_file(path, num_classes: int | None = None) -> ListFile:
+    """Read a DeepHash list file (plain or gzip) and check it (see :func:`parse_list_text`)."""
+    return parse_list_text(_open_text(path), str(path), num_classes)
+
+
+def find_list_file(folder, stem: str):
+    """``folder/stem.txt`` or ``folder/stem.txt.gz`` (whichever exists) or None."""
+    from pathlib import Path
+
+    for name in (f"{stem}.txt", f"{stem}.txt.gz"):
+        p = Path(folder) / name
+        if p.is_file():
+            return p
+    return None
+
+
+# ----------------------------------------------------------------------------- split files on disk
+def write_split_files(folder, splits: dict, *, extra: dict | None = None) -> dict:
+    """Write ``<name>.txt`` (DeepHash format) for each of ``splits`` = {name: (ids, labels)} into
+    `folder`, each atomically, then ``checksums.json`` ({name: sha256} + `extra`) last. A folder
+    without ``checksums.json`` is incomplete. Returns {name: sha256}."""
+    import json
+    from pathlib import Path
+
+    from ..utils import atomic_write_bytes, atomic_write_text
+
+    folder = Path(folder)
+    sums = {}
+    for name, (ids, labels) in splits.items():
+        data = split_lines(ids, labels).encode("utf-8")
+        sums[name] = sha256_bytes(data)
+        atomic_write_bytes(folder / f"{name}.txt", data)
+    atomic_write_text(folder / MANIFEST, json.dumps({"sha256": sums, **(extra or {})}, indent=2, sort_keys=True) + "\n")
+    return sums
+
+
+def read_split_files(folder, num_classes: int | None = None, names=SPLIT_NAMES) -> dict:
+    """Read ``<name>.txt`` / ``<name>.txt.gz`` list files from `folder` -> {name: ListFile}.
+
+    When ``checksums.json`` is present, every file's sha256 must match it.
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"split folder {folder} does not exist")
+    out = {}
+    for name in names:
+        p = find_list_file(folder, name)
+        if p is None:
+            raise DataError(f"split folder {folder} has no {name}.txt (nor {name}.txt.gz)")
+        out[name] = read_list_file(p, num_classes)
+    man = folder / MANIFEST
+    if man.is_file():
+        want = json.loads(man.read_text()).get("sha256", {})
+        for name, lf in out.items():
+            if name in want and want[name] != lf.sha256:
+                raise DataError(f"{lf.path}: sha256 {lf.sha256} does not match {man} ({want[name]})")
+    return out
+
+
+def split_cache_is_complete(folder) -> bool:
+    from pathlib import Path
+
+    folder = Path(folder)
+    return (folder / MANIFEST).is_file() and all((folder / f"{n}.txt").is_file() for n in SPLIT_NAMES)

@@ -64,3 +64,22 @@ def _random_crop(x: torch.Tensor, out: int, span: int, generator: torch.Generato
     bidx = torch.arange(n, device=x.device)[:, None, None, None]
     cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return x[bidx, cidx, rows, cols]
+
+
+def protocol_transforms(protocol, img_size: int) -> tuple[TensorTransform, TensorTransform]:
+    """(train, eval) transforms of `protocol` for a model with input size `img_size`.
+
+    * model at the protocol's native size (32-pixel models on CIFAR-10 / digits): the native
+      images; training adds the protocol's pad-and-crop and (where allowed) horizontal flip;
+    * other sizes (224-pixel models): resize to ``round(img_size * 256 / 224)`` (256 for 224), then
+      random crop + horizontal flip in training, centre crop in evaluation (the DeepHash-pytorch /
+      HashNet recipe). List-file images are first resized (shorter side) and centre-squared to that
+      size when decoded.
+
+    Normalisation (the backbone's mean/std from its timm data config) is applied inside the model.
+    """
+    out = int(img_size)
+    if out == protocol.img_size:
+        return TensorTransform(out, pad_crop=protocol.pad_crop, hflip=protocol.hflip), TensorTransform(out)
+    resize = int(round(out * 256 / 224))
+    return TensorTransform(out, resize=resize, hflip=protocol.hflip), TensorTransform(out, resize=resize)

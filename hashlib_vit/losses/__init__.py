@@ -3,14 +3,25 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
+from .base import HashLoss, LossResult, PairwiseLoss, balanced_pair_weights, off_diagonal_mask, pair_similarity
+from .cauchy import DCHLoss, TransHashLoss
 from .csq import CSQLoss
+from .dpn import DPNLoss
 from .dpsh import DPSHLoss
+from .dsh import DSHLoss
+from .greedyhash import GreedyHashLoss
+from .hashnet import HashNetLoss
 from .hsc import HSCLoss
 
 LOSSES: Registry[type[HashLoss]] = Registry("loss")
 LOSSES.register("dpsh", DPSHLoss)
 LOSSES.register("csq", CSQLoss)
+LOSSES.register("dsh", DSHLoss)
+LOSSES.register("hashnet", HashNetLoss)
+LOSSES.register("dch", DCHLoss)
+LOSSES.register("dpn", DPNLoss)
+LOSSES.register("greedyhash", GreedyHashLoss)
+LOSSES.register("transhash", TransHashLoss)
 LOSSES.register("hsc", HSCLoss)
 
 
@@ -24,4 +35,5 @@ def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False
     return cls(bits, num_classes, multi_label, **hparams)
 
 
-__all__ = ["LOSSES", "build_loss", "HashLoss", "LossResult", "pair_similarity", "off_diagonal_mask"]
+__all__ = ["LOSSES", "build_loss", "HashLoss", "PairwiseLoss", "LossResult", "pair_similarity", "off_diagonal_mask",
+           "balanced_pair_weights"]

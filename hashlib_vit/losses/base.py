@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from ..models.hashmodel import HashOutput
 
 
@@ -75,3 +76,75 @@ def balanced_pair_weights(s: torch.Tensor, mask: torch.Tensor | None = None) -> 
     if n_pos > 0 and n_neg > 0:
         w = torch.where(pos, n_all / n_pos, n_all / n_neg).float()
     return w * mask
+
+
+class PairwiseLoss(HashLoss):
+    """Base of the losses on pairs of codes (DPSH, DSH, HashNet): who is paired with whom.
+
+    * Default: all ordered in-batch pairs ``(i, j)``, ``i != j``.
+    * ``memory_bank=True`` (the DeepHash-pytorch / VTS behaviour, METHODS §5 common rules): the loss
+      keeps ``U`` (the pair-side outputs) and ``Y`` (labels) for the whole training set, overwrites
+      the rows of the current batch with the **detached** outputs, and pairs each batch item with
+      every training item seen so far (its own row excluded). Rows are addressed by ``index``, the
+      items' positions in the training split, which the training loop passes. The bank grows
+      lazily to the largest index seen (``memory_bank_size=0``), or is allocated once with
+      ``memory_bank_size`` rows (an index beyond it is an error). Items not yet seen in the first
+      epoch take no part in pairs (the reference code pairs with their zero rows instead).
+      The bank is used in ``train()`` mode only; in ``eval()`` mode pairs are in-batch. It is not
+      part of ``state_dict`` (after a resume it refills within one epoch).
+    """
+
+    pair_defaults: ClassVar[dict] = {"memory_bank": False, "memory_bank_size": 0}
+
+    def __init__(self, bits: int, num_classes: int, multi_label: bool = False, **hparams):
+        super().__init__(bits, num_classes, multi_label, **hparams)
+        size = self.hparams["memory_bank_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ConfigError(f"memory_bank_size={size!r} must be an integer >= 0 (0: grow with the indices seen)")
+        self.bank_u: torch.Tensor | None = None
+        self.bank_y: torch.Tensor | None = None
+        self.bank_seen: torch.Tensor | None = None
+
+    @property
+    def uses_bank(self) -> bool:
+        return bool(self.hparams["memory_bank"]) and self.training
+
+    def _grow_bank(self, rows: int, like_v: torch.Tensor, like_y: torch.Tensor) -> None:
+        dev = like_v.device
+        old = 0 if self.bank_u is None else self.bank_u.shape[0]
+        if self.bank_u is not None and self.bank_u.device != dev:
+            self.bank_u, self.bank_y, self.bank_seen = (t.to(dev) for t in (self.bank_u, self.bank_y, self.bank_seen))
+        if rows <= old:
+            return
+        u = torch.zeros(rows, like_v.shape[1], device=dev)
+        y = torch.zeros(rows, like_y.shape[1], device=dev)
+        seen = torch.zeros(rows, dtype=torch.bool, device=dev)
+        if old:
+            u[:old], y[:old], seen[:old] = self.bank_u, self.bank_y, self.bank_seen
+        self.bank_u, self.bank_y, self.bank_seen = u, y, seen
+
+    def partners(self, v: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None):
+        """``(v_other, s, mask)``: the partner outputs (m, K), the similarity ``s`` (n, m) of every
+        batch item to every partner, and the boolean mask of the pairs that count."""
+        labels = labels.float()
+        if not self.uses_bank:
+            return v, pair_similarity(labels), off_diagonal_mask(v.shape[0], v.device)
+        if index is None:
+            raise ConfigError(f"loss={self.name!r} with memory_bank=True needs index= (the batch items' positions "
+                              "in the training split); the training loop passes them")
+        index = torch.as_tensor(index, device=v.device).long()
+        size = self.hparams["memory_bank_size"]
+        if size and int(index.max()) >= size:
+            raise ConfigError(f"index {int(index.max())} is beyond memory_bank_size={size} (the training split size)")
+        self._grow_bank(size or int(index.max()) + 1, v, labels)
+        self.bank_u[index] = v.detach().float()
+        self.bank_y[index] = labels
+        self.bank_seen[index] = True
+        rows = self.bank_seen.nonzero().squeeze(1)
+        v_other = self.bank_u if len(rows) == len(self.bank_seen) else self.bank_u[rows]
+        y_other = self.bank_y if len(rows) == len(self.bank_seen) else self.bank_y[rows]
+        mask = rows[None, :] != index[:, None]
+        return v_other, pair_similarity(labels, y_other), mask
+
+    def reset_bank(self) -> None:
+        self.bank_u = self.bank_y = self.bank_seen = None

@@ -4,7 +4,9 @@ Hash centers c_1..c_C in {±1}^K: the first C rows of [H_K; -H_K] (H_K Hadamard)
 of two and 2K >= C; otherwise Bernoulli(0.5) rows with exactly K/2 ones, resampled (up to 20
 tries) until the minimum pairwise distance exceeds K/4 and the mean is >= K/2. A multi-label item's
 center is sign(sum of its classes' centers) with zeros filled from one fixed random ±1 vector.
-With h = tanh(u): mean BCE((h+1)/2, (c+1)/2) + lambda1 * mean((|h| - 1)^2).
+With h = tanh(u): mean BCE((h+1)/2, (c+1)/2) + lambda1 * mean((|h| - 1)^2). The BCE term is
+computed as BCE-with-logits on 2u (since (tanh(u)+1)/2 = sigmoid(2u)): the same value, finite and
+with useful gradients even where tanh saturates.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, bad_choice
 from .base import HashLoss, LossResult
+
+CENTER_METHODS = ("auto", "hadamard", "bernoulli")
 
 
 def hadamard(n: int) -> np.ndarray:
@@ -26,13 +31,21 @@ def hadamard(n: int) -> np.ndarray:
 
 
 def hash_centers(num_classes: int, bits: int, seed: int = 0, method: str = "auto") -> torch.Tensor:
-    """(C, K) ±1 centers: Hadamard rows when possible (method 'auto'/'hadamard'), else Bernoulli."""
+    """(C, K) ±1 centers: Hadamard rows when possible (method 'auto'/'hadamard'), else Bernoulli.
+
+    Bernoulli: each row has exactly K//2 entries +1; up to 20 draws, the first that meets the
+    distance criterion is returned, otherwise the draw with the largest minimum distance.
+    """
+    if method not in CENTER_METHODS:
+        raise bad_choice("centers", method, CENTER_METHODS)
+    if not isinstance(bits, int) or bits < 1 or num_classes < 1:
+        raise ConfigError(f"hash centers need bits >= 1 and classes >= 1; got bits={bits!r}, classes={num_classes!r}")
     pow2 = bits >= 1 and bits & (bits - 1) == 0
     if method in ("auto", "hadamard") and pow2 and 2 * bits >= num_classes:
         h = hadamard(bits)
         return torch.from_numpy(np.concatenate([h, -h])[:num_classes]).float()
     if method == "hadamard":
-        raise ValueError(f"Hadamard centers need bits a power of two with 2*bits >= classes; got bits={bits}, "
+        raise ConfigError(f"centers='hadamard' needs bits a power of two with 2*bits >= classes; got bits={bits}, "
                          f"classes={num_classes}")
     rng = np.random.default_rng(seed)
     best, best_score = None, -1.0
@@ -49,6 +62,21 @@ def hash_centers(num_classes: int, bits: int, seed: int = 0, method: str = "auto
     return torch.from_numpy(best).float()
 
 
+def fill_vector(bits: int, seed: int) -> torch.Tensor:
+    """The one fixed random ±1 vector that fills ties of multi-label targets."""
+    g = np.random.default_rng(seed)
+    return torch.from_numpy(np.where(g.random(bits) < 0.5, -1.0, 1.0)).float()
+
+
+def label_targets(labels: torch.Tensor, centers: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """±1 target per item: ``sign(sum of the centers of its labels)``, zero entries taken from ``fill``.
+
+    For one-hot labels this is the class's own center (CSQ, DPN; METHODS §5.5-5.6).
+    """
+    s = labels.float() @ centers
+    return torch.where(s > 0, 1.0, torch.where(s < 0, -1.0, fill.expand_as(s)))
+
+
 class CSQLoss(HashLoss):
     name = "csq"
     defaults = {"lambda1": 1e-4, "centers": "auto", "center_seed": 0}
@@ -57,18 +85,17 @@ class CSQLoss(HashLoss):
         super().__init__(bits, num_classes, multi_label, **hp)
         self.register_buffer("centers", hash_centers(num_classes, bits, self.hparams["center_seed"],
                                                      self.hparams["centers"]))
-        g = np.random.default_rng(self.hparams["center_seed"] + 1)
-        self.register_buffer("fill", torch.from_numpy(np.where(g.random(bits) < 0.5, -1.0, 1.0)).float())
+        self.register_buffer("fill", fill_vector(bits, self.hparams["center_seed"] + 1))
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """±1 center of every item (single-label: its class center; multi-label: sign of the sum)."""
-        s = labels.float() @ self.centers
-        return torch.where(s > 0, 1.0, torch.where(s < 0, -1.0, self.fill.expand_as(s)))
+        return label_targets(labels, self.centers, self.fill)
 
     def forward(self, out, labels, index=None):
-        h = torch.tanh(out.u.float())
+        u = out.u.float()
+        h = torch.tanh(u)
         c = self.targets(labels)
-        center = F.binary_cross_entropy((h + 1) / 2, (c + 1) / 2)
+        center = F.binary_cross_entropy_with_logits(2 * u, (c + 1) / 2)
         quant = (h.abs() - 1).pow(2).mean()
         total = center + self.hparams["lambda1"] * quant
         return LossResult(total, {"center": center.item(), "quant": quant.item()})

@@ -14,8 +14,10 @@ from .aem import AEM, attach_aem, parse_aem
 from .backbones import VIT_PRESETS, Backbone, backbone_choices, create_backbone
 from .hashmodel import HashModel, HashOutput, sign_codes
 from .heads import ClsLinearHead, VtsMlpHead
+from .mgvt import MGVT, build_mgvt
 
 MODELS: Registry = Registry("head")
+MODELS.register("mgvt", build_mgvt)
 
 
 @MODELS.register("cls_linear")
@@ -55,4 +57,4 @@ def build_model(backbone: str = "vit32_tiny", bits: int = 32, head: str = "cls_l
 
 
 __all__ = ["MODELS", "build_model", "create_backbone", "Backbone", "HashModel", "HashOutput", "sign_codes",
-           "VIT_PRESETS", "backbone_choices", "ClsLinearHead", "VtsMlpHead", "AEM", "attach_aem"]
+           "VIT_PRESETS", "backbone_choices", "ClsLinearHead", "VtsMlpHead", "MGVT", "AEM", "attach_aem"]

@@ -111,12 +111,19 @@ def _load_state_file(path: str) -> dict:
     return sd
 
 
-def _hub_error(name: str, err: Exception) -> ConfigError:
+def _hub_error(name: str, err: Exception | str) -> ConfigError:
+    why = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    how = (f"torchvision.models.{name}(weights='DEFAULT')" if name == "alexnet"
+           else f"timm.create_model({name!r}, pretrained=True)")
     return ConfigError(
-        f"could not fetch pretrained weights for backbone {name!r} ({type(err).__name__}: {err}). "
-        "Offline? Download the checkpoint on a machine with network (e.g. timm.create_model(name, pretrained=True) "
+        f"could not fetch pretrained weights for backbone {name!r} ({why}). "
+        f"Offline? Download the checkpoint on a machine with network (e.g. {how} "
         "and save its state_dict) and pass weights='/path/to/file.pth', or use weights=None to train from scratch."
     )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0) -> Backbone:
@@ -195,6 +202,10 @@ def _alexnet(weights, img_size: int) -> Backbone:
     import torchvision
 
     if weights == "hub":
+        url = torchvision.models.AlexNet_Weights.DEFAULT.url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if _offline() and not cached.is_file():  # torchvision ignores HF_HUB_OFFLINE: never download then
+            raise _hub_error("alexnet", f"HF_HUB_OFFLINE is set and {cached} is not in the torch hub cache")
         try:
             net = torchvision.models.alexnet(weights="DEFAULT")
         except Exception as err:
