@@ -306,12 +306,17 @@ def test_run_experiment_aevit_hsc_two_views(tmp_path):
 # ----------------------------------------------------------------------------- backbone study
 
 
+def by_size(runs):
+    return {r["method"].split("+")[0]: r["img_size"] for r in runs}
+
+
 def test_study_runs_grid():
     from hashlib_vit.aevit import split_available, study_runs
 
-    runs = study_runs({"protocol": "digits", "epochs": 2}, ["aevit", "vit", "alexnet"], ["dpsh", "hsc"], "/tmp/s",
+    runs = study_runs({"protocol": "digits", "epochs": 2}, ["aevit", "vit", "alexnet", "resnet50"], ["dpsh", "hsc"], "/tmp/s",
                       vit_backbone="vit32_test", loss_params={"hsc": {"tau": 0.5}})
-    assert len(runs) == 6
+    assert len(runs) == 8
+    assert by_size(runs) == {"aevit": None, "vit": None, "alexnet": 64, "resnet50": 32}  # digits are 32 px
     by = {r["method"]: r for r in runs}
     assert by["aevit+dpsh"]["model_params"] == {"aem": "all"} and by["aevit+dpsh"]["backbone"] == "vit32_test"
     assert by["vit+hsc"]["model_params"] == {"aem": "off"} and by["vit+hsc"]["loss_params"] == {"tau": 0.5}
