@@ -111,6 +111,9 @@ class RunConfig:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
                               f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
         self.train_config().validate()
+        from .models.aem import parse_aem
+
+        parse_aem(self.model_params.get("aem", "off"))  # AE-ViT's branch list, checked before any data is loaded
         check = getattr(MODELS.get(self.head), "validate", None)  # a head builder may check its model_params early
         if check is not None:
             check(self.bits, **self.model_params)
@@ -224,6 +227,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
     train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    if getattr(loss, "n_views", 1) > 1:  # e.g. HSC with two-view SupCon: each image twice, same index
+        from .data.views import MultiViewBatches
+
+        train_batches = MultiViewBatches(train_batches, loss.n_views)
 
     def codes_of(split):
         return encode(model, make_batches(split, cfg.eval_batch_size, ev_tf, train=False, device=device),

@@ -11,6 +11,7 @@ from .dpsh import DPSHLoss
 from .dsh import DSHLoss
 from .greedyhash import GreedyHashLoss
 from .hashnet import HashNetLoss
+from .hsc import HSCLoss
 from .orthohash import OrthoHashLoss
 
 LOSSES: Registry[type[HashLoss]] = Registry("loss")
@@ -23,6 +24,7 @@ LOSSES.register("dch", DCHLoss)
 LOSSES.register("dpn", DPNLoss)
 LOSSES.register("greedyhash", GreedyHashLoss)
 LOSSES.register("transhash", TransHashLoss)
+LOSSES.register("hsc", HSCLoss)
 
 
 def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False, **hparams) -> HashLoss:

@@ -67,6 +67,17 @@ class Backbone(nn.Module):
     def is_vit(self) -> bool:
         return self.kind == "vit"
 
+    def added_parameters(self):
+        """Parameters of modules added to the network after it was built (e.g. AE-ViT's AEM, marked
+        ``added_module = True``): not in any pretrained checkpoint, so they train as new modules."""
+        seen = set()
+        for m in self.modules():
+            if getattr(m, "added_module", False):
+                for p in m.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        yield p
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "vit":
             return self.model.forward_features(x)

@@ -72,4 +72,6 @@ class HashModel(nn.Module):
         return (p for p in self.parameters() if id(p) not in backbone_ids)
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        return self.backbone.parameters()
+        """The backbone's own parameters (modules added to it, such as AEM, count as new)."""
+        added = {id(p) for p in self.backbone.added_parameters()}
+        return (p for p in self.backbone.parameters() if id(p) not in added)
