@@ -26,7 +26,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 from . import distributed as D
 from .errors import ConfigError, DataError, bad_choice
 from .losses.base import HashLoss
+from .utils import atomic_write
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant", "step")
@@ -257,22 +257,7 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     """``torch.save`` through a temporary file in the same folder, fsync, then ``os.replace``:
     a kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:

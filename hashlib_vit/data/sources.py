@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..utils import atomic_write_json, project_root, sha256_file
+from ..utils import atomic_write, atomic_write_json, project_root, sha256_file
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -58,20 +57,7 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 @dataclass
