@@ -54,24 +54,15 @@ class Split:
         return x
 
 
-class TensorBatches:
-    """Mini-batches of an in-memory split, optionally kept on the GPU.
+class _BatchSource:
+    """What every batch source shares: sizes, the seeded epoch order, and ``len`` in batches.
 
     Shuffling and augmentation for (epoch e, batch b) use a generator seeded from (seed, e, b), so an
     epoch can be restarted at any batch and produce exactly the batches an uninterrupted run saw.
     """
 
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        transform: TensorTransform,
-        *,
-        train: bool,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        drop_last: bool | None = None,
-    ):
+    def __init__(self, split, batch_size: int, transform: TensorTransform, *, train: bool, seed: int = 0,
+                 device: torch.device | str = "cpu", drop_last: bool | None = None):
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.split = split
@@ -82,8 +73,6 @@ class TensorBatches:
         self.device = torch.device(device)
         # pair losses need >= 2 items in a batch: drop a trailing singleton in training
         self.drop_last = (train and len(split) % batch_size == 1) if drop_last is None else drop_last
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
 
     def __len__(self) -> int:
         n = len(self.split)
@@ -99,6 +88,22 @@ class TensorBatches:
             return torch.arange(n)
         return torch.randperm(n, generator=batch_generator(self.seed, 0, epoch))
 
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+class TensorBatches(_BatchSource):
+    """Mini-batches of an in-memory split, optionally kept on the GPU (see :class:`_BatchSource`)."""
+
+    def __init__(self, split: Split, batch_size: int, transform: TensorTransform, *, train: bool, seed: int = 0,
+                 device: torch.device | str = "cpu", drop_last: bool | None = None):
+        super().__init__(split, batch_size, transform, train=train, seed=seed, device=device, drop_last=drop_last)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """Yield the batches of `epoch`, beginning with batch number `start`."""
         order = self.order(epoch)
@@ -108,9 +113,6 @@ class TensorBatches:
             gen = batch_generator(self.seed, 1, epoch, b) if self.train else None
             x = self.transform(self.images[idx_dev], train=self.train, generator=gen)
             yield x, self.labels[idx_dev], idx
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.epoch(0)
 
 
 # ----------------------------------------------------------------------------- file-backed splits
@@ -207,7 +209,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return load_square(self.root / self.ids[i], self.size)
 
 
-class FileBatches:
+class FileBatches(_BatchSource):
     """Mini-batches of a :class:`FileSplit`, with the interface of :class:`TensorBatches`.
 
     Images are decoded lazily by a torch DataLoader (``num_workers`` processes) at the transform's
@@ -219,28 +221,10 @@ class FileBatches:
     def __init__(self, split: FileSplit, batch_size: int, transform: TensorTransform, *, train: bool,
                  seed: int = 0, device: torch.device | str = "cpu", drop_last: bool | None = None,
                  num_workers: int = 0):
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        self.split = split
-        self.batch_size = int(batch_size)
-        self.transform = transform
-        self.train = train
-        self.seed = int(seed)
-        self.device = torch.device(device)
+        super().__init__(split, batch_size, transform, train=train, seed=seed, device=device, drop_last=drop_last)
         self.num_workers = int(num_workers)
-        self.drop_last = (train and len(split) % batch_size == 1) if drop_last is None else drop_last
         self.load_size = transform.resize or transform.out_size
         self.dataset = ImageFiles(split.root, split.ids, self.load_size)
-
-    def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.split)
-
-    order = TensorBatches.order
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
@@ -252,9 +236,6 @@ class FileBatches:
             gen = batch_generator(self.seed, 1, epoch, b) if self.train else None
             x = self.transform(x.to(self.device, non_blocking=True), train=self.train, generator=gen)
             yield x, self.split.labels[idx].to(self.device), idx
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.epoch(0)
 
 
 def make_batches(split, batch_size: int, transform: TensorTransform, *, train: bool, seed: int = 0,
