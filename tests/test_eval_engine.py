@@ -13,6 +13,18 @@ from hashlib_vit.retrieval import evaluate, hamming_distances, map_at_k, pack_co
 
 
 # ----------------------------------------------------------------------------- references
+def ap_of_order(order, rel, k, normalizer, r_all):
+    """AP@k of one ranking: relevant hits within the top k, normalised by the hits
+    ("retrieved") or by min(k, all relevant)."""
+    hits, s = 0, 0.0
+    for rank, j in enumerate(order[:k], 1):
+        if rel[j]:
+            hits += 1
+            s += hits / rank
+    norm = hits if normalizer == "retrieved" else min(k, r_all)
+    return s / norm if norm else 0.0
+
+
 def ref_metrics(q, db, ql, dl, k=None, ties="index", seed=0, normalizer="retrieved", zero_relevant="zero",
                 zero_label="zero", p_at=(), radius=2, ranks=()):
     """Plain per-query loop: Python sort of (distance, tie key), relevance by label intersection."""
@@ -30,13 +42,7 @@ def ref_metrics(q, db, ql, dl, k=None, ties="index", seed=0, normalizer="retriev
         rel = [int(np.dot(ql[i], dl[j]) > 0) for j in range(n)]
         order = sorted(range(n), key=lambda j: (dist[j], tie_key[j]))
         r_all = sum(rel)
-        hits, s = 0, 0.0
-        for rank, j in enumerate(order[:k], 1):
-            if rel[j]:
-                hits += 1
-                s += hits / rank
-        norm = hits if normalizer == "retrieved" else min(k, r_all)
-        ap = s / norm if norm else 0.0
+        ap = ap_of_order(order, rel, k, normalizer, r_all)
         within = [j for j in range(n) if dist[j] <= radius]
         prec_r = sum(rel[j] for j in within) / len(within) if within else 0.0
         rec_r = sum(rel[j] for j in within) / r_all if r_all else 0.0
@@ -67,13 +73,7 @@ def ref_tie_aware_ap(qi, db, qli, dl, k, normalizer="retrieved"):
     total, count = 0.0, 0
     for perms in itertools.product(*[itertools.permutations(g) for g in groups]):
         order = [j for p in perms for j in p]
-        hits, s = 0, 0.0
-        for rank, j in enumerate(order[:k], 1):
-            if rel[j]:
-                hits += 1
-                s += hits / rank
-        norm = hits if normalizer == "retrieved" else min(k, r_all)
-        total += s / norm if norm else 0.0
+        total += ap_of_order(order, rel, k, normalizer, r_all)
         count += 1
     return total / count
 
