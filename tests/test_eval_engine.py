@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from hashlib_vit.errors import ConfigError, DataError
-from hashlib_vit.retrieval import evaluate, hamming_distances, map_at_k, pack_codes, unpack_codes
+from hashlib_vit.retrieval import _kernels, evaluate, hamming_distances, map_at_k, pack_codes, unpack_codes
+
+# the two CPU implementations; every reference test runs on both (numba is a dependency: its absence
+# is a broken install, not a reason to skip)
+CPU_BACKENDS = ["numba", "numpy"]
 
 
 # ----------------------------------------------------------------------------- references
@@ -144,8 +148,9 @@ def test_hamming_distances_numpy_and_torch_equal_definition(bits):
 
 
 # ----------------------------------------------------------------------------- against the reference
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("multi", [False, True])
-def test_engine_equals_per_query_reference_every_k(multi):
+def test_engine_equals_per_query_reference_every_k(multi, backend):
     rng = np.random.default_rng(11 if multi else 12)
     q, db, ql, dl = random_case(rng, 17, 60, 6, 5, multi=multi, zero_rows=3)  # 6 bits: huge tie groups
     if not multi:
@@ -155,7 +160,8 @@ def test_engine_equals_per_query_reference_every_k(multi):
         for normalizer in ("retrieved", "min_k_relevant"):
             want = ref_metrics(q, db, ql, dl, k, normalizer=normalizer, p_at=(1, 5, 60), ranks=(3, 30))
             got = evaluate(q, db, ql, dl, topk=k, ap_normalizer=normalizer, precision_at=(1, 5, 60),
-                           pr_ranks=(3, 30), curves=True, chunk=5)
+                           pr_ranks=(3, 30), curves=True, chunk=5, backend=backend)
+            assert got["backend"] == backend
             for key in ("map", "precision_radius2", "recall_radius2", "precision_at_1", "precision_at_5",
                         "precision_at_60", "recall_at_5", "recall_at_60"):
                 assert got[key] == pytest.approx(want[key], abs=1e-9), (k, normalizer, key)
@@ -164,26 +170,28 @@ def test_engine_equals_per_query_reference_every_k(multi):
             assert got["map"] == pytest.approx(map_at_k(q, db, ql, dl, topk=k), abs=1e-12) or normalizer != "retrieved"
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("zr, zl", [("exclude", "zero"), ("zero", "exclude"), ("exclude", "exclude")])
-def test_zero_relevant_and_zero_label_policies(zr, zl):
+def test_zero_relevant_and_zero_label_policies(zr, zl, backend):
     rng = np.random.default_rng(5)
     q, db, ql, dl = random_case(rng, 20, 40, 8, 6, multi=True, p_label=0.3, zero_rows=4)
     dl[:, 5] = 0
     ql[4:7] = np.eye(6, dtype=int)[5]  # labelled, but nothing in the database shares class 5
     want = ref_metrics(q, db, ql, dl, 10, zero_relevant=zr, zero_label=zl, p_at=(5,))
     assert want["n_zero_relevant"] >= 3 and want["n_zero_label"] == 4
-    got = evaluate(q, db, ql, dl, topk=10, zero_relevant=zr, zero_label=zl, precision_at=(5,))
+    got = evaluate(q, db, ql, dl, topk=10, zero_relevant=zr, zero_label=zl, precision_at=(5,), backend=backend)
     for key in ("map", "precision_radius2", "recall_radius2", "precision_at_5", "recall_at_5", "n_counted",
                 "n_zero_relevant", "n_zero_label"):
         assert got[key] == pytest.approx(want[key], abs=1e-9), key
 
 
-def test_random_ties_follow_the_seeded_permutation():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_random_ties_follow_the_seeded_permutation(backend):
     rng = np.random.default_rng(8)
     q, db, ql, dl = random_case(rng, 12, 50, 5, 4)
     for seed in (0, 1):
         want = ref_metrics(q, db, ql, dl, 20, ties="random", seed=seed)
-        got = evaluate(q, db, ql, dl, topk=20, ties="random", seed=seed)
+        got = evaluate(q, db, ql, dl, topk=20, ties="random", seed=seed, backend=backend)
         assert got["map"] == pytest.approx(want["map"], abs=1e-12)
     assert evaluate(q, db, ql, dl, ties="random", seed=0)["map"] != evaluate(q, db, ql, dl, ties="random", seed=1)["map"]
 
@@ -198,6 +206,7 @@ def test_torch_path_on_cpu_equals_numpy_path():
         if isinstance(v, float):
             assert b[key] == pytest.approx(v, abs=1e-12), key
     assert b["pr_hamming"] == a["pr_hamming"]
+    assert (a["backend"], b["backend"]) == ("numba", "torch")
 
 
 def test_packed_input_gives_the_same_metrics():
@@ -210,8 +219,9 @@ def test_packed_input_gives_the_same_metrics():
 
 
 # ----------------------------------------------------------------------------- tie-aware AP
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("normalizer", ["retrieved", "min_k_relevant"])
-def test_tie_aware_ap_equals_brute_force_over_tie_orders(normalizer):
+def test_tie_aware_ap_equals_brute_force_over_tie_orders(normalizer, backend):
     rng = np.random.default_rng(4)
     for trial in range(4):
         q, db, ql, dl = random_case(rng, 3, 7, 3, 3, multi=trial % 2 == 1, p_label=0.4)
@@ -219,7 +229,7 @@ def test_tie_aware_ap_equals_brute_force_over_tie_orders(normalizer):
             want = np.mean([ref_tie_aware_ap(q[i], db, np.eye(3)[ql[i]] if ql.ndim == 1 else ql[i],
                                              np.eye(3)[dl] if dl.ndim == 1 else dl, k, normalizer)
                             for i in range(3)])
-            got = evaluate(q, db, ql, dl, topk=k, ap_normalizer=normalizer)["map_tie_aware"]
+            got = evaluate(q, db, ql, dl, topk=k, ap_normalizer=normalizer, backend=backend)["map_tie_aware"]
             assert got == pytest.approx(want, abs=1e-12), (trial, k)
 
 
@@ -365,11 +375,11 @@ def test_bad_packed_input():
         evaluate(np.ones((2, 4)), np.ones((3, 4)), np.array([0, 1]), np.array([0, 1, 1]), precision_at=(5000,))
 
 
-def test_long_ranking_sparse_path_equals_numpy_reference():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_long_ranking_sparse_path_equals_numpy_reference(backend):
     # a ranking longer than the candidate shortcut: the full stable sort path (M == N), both normalisers
     rng = np.random.default_rng(9)
     q, db, ql, dl = random_case(rng, 6, 21000, 8, 7)
-    got = evaluate(q, db, ql, dl, precision_at=(1, 20999), chunk=4)
     for normalizer in ("retrieved", "min_k_relevant"):
         aps, p1 = [], []
         for i in range(6):
@@ -379,7 +389,7 @@ def test_long_ranking_sparse_path_equals_numpy_reference():
             aps.append((rel * hits / np.arange(1, 21001)).sum() / (hits[-1] if normalizer == "retrieved" else
                                                                    min(21000, rel.sum())))
             p1.append(hits[20998] / 20999)
-        r = evaluate(q, db, ql, dl, ap_normalizer=normalizer, precision_at=(1, 20999), chunk=4)
+        r = evaluate(q, db, ql, dl, ap_normalizer=normalizer, precision_at=(1, 20999), chunk=4, backend=backend)
         assert r["map"] == pytest.approx(np.mean(aps), abs=1e-12)
         assert r["precision_at_20999"] == pytest.approx(np.mean(p1), abs=1e-12)
 
@@ -392,7 +402,8 @@ def test_torch_path_every_tie_policy_and_many_classes(ties):
     b = evaluate(torch.tensor(q), torch.tensor(db), ql, dl, topk=25, ties=ties, seed=4, precision_at=(5, 70),
                  device="cpu", chunk=2)
     for k, v in a.items():
-        assert b[k] == (pytest.approx(v, abs=1e-12) if isinstance(v, float) else v), k
+        if k != "backend":
+            assert b[k] == (pytest.approx(v, abs=1e-12) if isinstance(v, float) else v), k
     if ties != "numpy":
         want = ref_metrics(q, db, ql, dl, 25, ties=ties, seed=4, p_at=(5, 70))
         assert a["map"] == pytest.approx(want["map"], abs=1e-12)
@@ -406,3 +417,45 @@ def test_class_indices_and_one_hot_labels_are_interchangeable():
     b = evaluate(q, db, np.eye(4)[ql], np.eye(4)[dl], topk=10)
     c = evaluate(q, db, ql, np.eye(4)[dl], topk=10)
     assert a == b == c
+
+
+# ----------------------------------------------------------------------------- backends
+@pytest.mark.parametrize("bits, classes, multi", [(70, 300, False), (64, 130, True), (9, 2, False)])
+def test_numba_and_numpy_backends_agree_on_wide_codes_and_many_labels(bits, classes, multi):
+    # 70 bits: two code words; 300 classes: int16 labels; 130 multi-hot labels: three label words
+    rng = np.random.default_rng(bits)
+    q, db, ql, dl = random_case(rng, 23, 400, bits, classes, multi=multi, p_label=0.02, zero_rows=2)
+    for k in (1, 37, 399, None):
+        for ties in ("index", "random"):
+            a = evaluate(q, db, ql, dl, topk=k, ties=ties, seed=2, curves=True, backend="numba", chunk=3)
+            b = evaluate(q, db, ql, dl, topk=k, ties=ties, seed=2, curves=True, backend="numpy")
+            assert a.keys() == b.keys()
+            for key, v in b.items():
+                if isinstance(v, float):
+                    assert a[key] == pytest.approx(v, abs=1e-12), (k, ties, key)
+                elif key == "pr_hamming":
+                    assert a[key] == v
+                elif key == "pr_rank":
+                    assert a[key]["rank"] == v["rank"]
+                    assert a[key]["precision"] == pytest.approx(v["precision"], abs=1e-12)
+                    assert a[key]["recall"] == pytest.approx(v["recall"], abs=1e-12)
+                elif key != "backend":
+                    assert a[key] == v, key
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    rng = np.random.default_rng(3)
+    q, db, ql, dl = random_case(rng, 5, 30, 8, 3)
+    assert evaluate(q, db, ql, dl)["backend"] == "numba"  # the default on a CPU
+    assert evaluate(q, db, ql, dl, protocol="deephash")["backend"] == "numpy"  # numpy's tie order needs numpy
+    assert evaluate(q, db, ql, dl, device="cpu")["backend"] == "torch"
+    with pytest.raises(ConfigError, match="backend='fortran' is not a known value"):
+        evaluate(q, db, ql, dl, backend="fortran")
+    with pytest.raises(ConfigError, match="ties='numpy'"):
+        evaluate(q, db, ql, dl, backend="numba", ties="numpy")
+    monkeypatch.setattr(_kernels, "_KERNEL", None)
+    monkeypatch.setattr(_kernels, "_ERROR", ImportError("No module named 'numba'"))
+    r = evaluate(q, db, ql, dl)  # without numba: the numpy path, same numbers
+    assert r["backend"] == "numpy" and r["map"] == pytest.approx(evaluate(q, db, ql, dl, backend="numpy")["map"])
+    with pytest.raises(ConfigError, match="backend='numba' is not usable here.*No module named 'numba'"):
+        evaluate(q, db, ql, dl, backend="numba")

@@ -41,9 +41,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, bad_choice
+from . import _kernels
 from .codes import as_packed, dist_dtype, np_hamming_block, np_words, torch_hamming_block
 
-__all__ = ["EvalOptions", "PRESETS", "evaluate", "resolve_options"]
+__all__ = ["BACKENDS", "EvalOptions", "PRESETS", "evaluate", "resolve_options"]
+
+BACKENDS = ("numba", "numpy", "torch")
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,17 @@ def _cpu_chunk(c, s: int, e: int):
     return H, ap, hits
 
 
+def _numba_chunk(c, s: int, e: int):
+    """Compiled path: one pass over the database per query, no sort (see :mod:`._kernels`)."""
+    r = e - s
+    H = np.empty((r, c.nbins), np.int64)
+    ap = np.empty(r)
+    hits = np.empty((r, len(c.cuts)), np.int64)
+    c.kernel(c.qwords, c.dwords, c.qlab, c.dlab, c.kind == "multi", s, e, c.K, c.M, c.cuts,
+             c.normalizer == "min_k_relevant", H, ap, hits)
+    return torch.from_numpy(H), ap, hits
+
+
 def _torch_chunk(c, s: int, e: int):
     r = e - s
     D = torch_hamming_block(c.qp[s:e], c.dp)
@@ -316,7 +330,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
              zero_relevant: str | None = None, zero_label: str | None = None, empty_radius: str | None = None,
              drop_last: bool | None = None, seed: int | None = None, radius: int | None = None,
              precision_at=None, pr_points: int | None = None, pr_ranks=None, curves: bool = False,
-             tie_aware: bool = True, device=None, chunk: int | None = None,
+             tie_aware: bool = True, device=None, backend: str | None = None, chunk: int | None = None,
              threads: int | None = None) -> dict:
     """All retrieval metrics of one evaluation, as a dict of scalars (plus curves with ``curves=True``).
 
@@ -334,9 +348,14 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     curves : add ``pr_hamming`` (precision/recall at every radius 0..B) and ``pr_rank`` (at ``pr_ranks``,
         default ``pr_points`` ranks evenly spaced up to K) as small lists.
     tie_aware : compute ``map_tie_aware`` (expected AP@K over random tie orders).
-    device : ``None`` runs numpy popcount on CPU (or torch on the codes' CUDA device); a torch device runs
-        the torch path there. ``chunk`` : queries per block (memory is O(chunk x N) bytes). ``threads`` : CPU
-        worker threads over query blocks (default: the CPU count, at most 8).
+    device : ``None`` computes on the CPU (or with torch on the codes' CUDA device); a torch device runs the
+        torch path there.
+    backend : ``None``/``"auto"`` (torch when ``device`` is given or the codes are on a GPU; else the compiled
+        ``"numba"`` kernel when numba is installed and ``ties`` is not ``"numpy"``; else ``"numpy"``),
+        ``"numba"`` (one pass over the database per query, no sort), ``"numpy"`` (vectorised per query, a
+        stable radix sort) or ``"torch"`` (batched sort; CPU or CUDA). All give the same numbers.
+    chunk : queries per block (numpy/torch memory is O(chunk x N) bytes). ``threads`` : CPU worker threads
+        over query blocks (default: the CPU count, at most 8).
     """
     preset, opts = resolve_options(protocol, ties=ties, ap_normalizer=ap_normalizer, zero_relevant=zero_relevant,
                                    zero_label=zero_label, empty_radius=empty_radius, drop_last=drop_last,
@@ -375,7 +394,22 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     # -- device / backend, prepared once
     c = _Ctx()
     c.B, c.N, c.M, c.nbins, c.kind, c.ties = B, N, M, 2 * (B + 1), kind, opts.ties
-    use_torch = device is not None or any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in (qp, dp))
+    on_gpu = any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in (qp, dp))
+    if backend in (None, "auto"):
+        backend = ("torch" if device is not None or on_gpu
+                   else "numba" if opts.ties != "numpy" and B < 2**15 and _kernels.available() else "numpy")
+    elif backend not in BACKENDS:
+        raise bad_choice("backend", backend, ("auto",) + BACKENDS)
+    elif backend == "numba":
+        if opts.ties == "numpy":
+            raise ConfigError("backend='numba' ranks ties by database index; ties='numpy' (numpy's argsort "
+                              "order, the deephash preset) needs backend='numpy' or 'torch'")
+        try:
+            _kernels.kernel()
+        except Exception as exc:
+            raise ConfigError(f"backend='numba' is not usable here ({type(exc).__name__}: {exc}); "
+                              "install numba or use backend='numpy'") from exc
+    use_torch = backend == "torch"
     perm = np.random.default_rng(opts.seed).permutation(N) if opts.ties == "random" else None
     if perm is not None:  # shuffle the database once: the stable ranking then breaks ties by the permutation
         dlab = dlab[perm]
@@ -383,7 +417,10 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         top_cls = max(int(dlab.max(initial=0)), int(qlab.max(initial=0)))
         lab_dt = np.int8 if top_cls < 2**7 else np.int16 if top_cls < 2**15 else np.int64
         qlab, dlab = qlab.astype(lab_dt), dlab.astype(lab_dt)
-    else:
+    if backend == "numba":
+        nlab_q = qlab.reshape(Q, -1)
+        nlab_d = np.ascontiguousarray(dlab.reshape(N, -1))
+    if kind == "multi":
         dlab = np.ascontiguousarray(dlab.T)  # (words, N)
     if use_torch:
         dev = torch.device(device) if device is not None else next(
@@ -399,12 +436,19 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         dev = torch.device("cpu")
         qp = qp.cpu().numpy() if isinstance(qp, torch.Tensor) else qp
         dp = dp.cpu().numpy() if isinstance(dp, torch.Tensor) else dp
-        c.qwords, c.dwords = np_words(qp), np_words(dp)
+        if backend == "numba":
+            c.qwords, c.dwords = _kernels.u64_words(qp), _kernels.u64_words(dp)
+            c.qlab, c.dlab, c.kernel = nlab_q, nlab_d, _kernels.kernel()
+            chunk_fn = _numba_chunk
+            # memory is O(N) per block whatever its size: blocks only balance the worker threads
+            default_chunk = max(1, min(1024, -(-Q // (4 * max(1, threads or min(8, os.cpu_count() or 1))))))
+        else:
+            c.qwords, c.dwords = np_words(qp), np_words(dp)
+            c.qlab, c.dlab = qlab, dlab
+            chunk_fn = _cpu_chunk
+            default_chunk = 2**23 // N
         if perm is not None:
             c.dwords = np.ascontiguousarray(c.dwords[perm])
-        c.qlab, c.dlab = qlab, dlab
-        chunk_fn = _cpu_chunk
-        default_chunk = 2**23 // N
     chunk = max(1, min(Q, int(default_chunk if chunk is None else chunk)))
     harm = torch.cat([torch.zeros(1, dtype=torch.float64),
                       torch.cumsum(1.0 / torch.arange(1, N + 1, dtype=torch.float64), 0)]).to(dev)
@@ -504,6 +548,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         "ap_normalizer": opts.ap_normalizer,
         "zero_relevant": opts.zero_relevant,
         "zero_label": opts.zero_label,
+        "backend": backend,
     })
     if curves:
         out["pr_hamming"] = {"radius": list(range(B + 1)),
