@@ -268,6 +268,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
 
     final = last_eval if last_eval.get("epoch") == cfg.epochs else evaluate_now(cfg.epochs)
     (qc, ql, dc, dl), ev, eval_time = final["codes"], final["ev"], final["seconds"]
+    # curves for the figures (small lists), stored with the run so that tables and plots need no codes.npz:
+    # precision over the queries that retrieve something at each radius (empty_radius="exclude")
+    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
+    curves = {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"}
 
     metrics = {
         "method": cfg.method_name(),
@@ -278,6 +282,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "bits": cfg.bits,
         "topk": "all" if topk is None else int(topk),
         **{k: v for k, v in ev.items() if k != "topk"},
+        "curves": curves,
         "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
         "epochs": cfg.epochs,
         "seed": cfg.seed,

@@ -50,6 +50,27 @@ def test_metrics_agree_with_saved_codes(tiny_run):
         tiny_run.metrics["map"])
 
 
+def test_curves_are_stored_with_the_run_and_match_the_codes(tiny_run):
+    from hashlib_vit.retrieval import evaluate
+    from hashlib_vit.tables import run_curves
+
+    m = tiny_run.metrics
+    c = np.load(tiny_run.run_dir / "codes.npz")
+    want = evaluate(c["query_codes"], c["db_codes"], c["query_labels"], c["db_labels"], curves=True,
+                    empty_radius="exclude")
+    assert m["curves"]["empty_radius"] == "exclude"
+    assert m["curves"]["pr_hamming"]["radius"] == list(range(17))
+    assert m["curves"]["pr_hamming"]["recall"] == pytest.approx(want["pr_hamming"]["recall"])
+    assert m["curves"]["pr_rank"]["precision"] == pytest.approx(want["pr_rank"]["precision"])
+    (tiny_run.run_dir / "codes.npz").rename(tiny_run.run_dir / "codes.npz.bak")  # the figures need no codes
+    try:
+        got = run_curves(tiny_run.run_dir)
+    finally:
+        (tiny_run.run_dir / "codes.npz.bak").rename(tiny_run.run_dir / "codes.npz")
+    assert got["source"] == "metrics.json"
+    assert got["pr"]["recall"] == pytest.approx(want["pr_hamming"]["recall"])
+
+
 def test_same_seed_same_codes(tmp_path, tiny_run):
     again = run_experiment(**TINY, run_dir=None, eval_every=1)
     assert np.array_equal(again.query_codes, tiny_run.query_codes)

@@ -548,6 +548,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         "ap_normalizer": opts.ap_normalizer,
         "zero_relevant": opts.zero_relevant,
         "zero_label": opts.zero_label,
+        "empty_radius": opts.empty_radius,
         "backend": backend,
     })
     if curves:
