@@ -151,8 +151,11 @@ def ours_encode(model, split, img_size, batch, device, compile_):
     dt = amp_dtype(TrainConfig(), device)
     fwd = torch.compile(model) if compile_ else model
     b = TensorBatches(split, batch, ev, train=False, device=device)
-    encode(fwd, TensorBatches(Split(split.images[:batch], split.labels[:batch]), batch, ev, train=False,
-                              device=device), device=device, amp_dtype=dt)  # warm-up (compile, kernels)
+    # warm-up (compile, kernels) on a full batch and on the last, partial one: torch.compile specialises
+    # on the batch shape, so an un-warmed tail would time a recompilation instead of the encoding
+    n_warm = batch + len(split) % batch
+    encode(fwd, TensorBatches(Split(split.images[:n_warm], split.labels[:n_warm]), batch, ev, train=False,
+                              device=device), device=device, amp_dtype=dt)
     sync(device)
     t0 = time.perf_counter()
     encode(fwd, b, device=device, amp_dtype=dt)
