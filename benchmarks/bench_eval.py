@@ -160,14 +160,14 @@ def machine() -> dict:
             "commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def write_report(rows, out: Path, command: str):
+def write_report(rows, out: Path, command: str, m: dict | None = None):
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
-    m = machine()
+    m = m or machine()
     lines = [
         "# Retrieval evaluation benchmark",
         "",
@@ -209,7 +209,7 @@ def write_report(rows, out: Path, command: str):
         lines += [f"| {r['size']} | {r['bits']} | {r['queries']:,} x {r['database']:,} | {r['topk']} | {r['gpu_name']} | "
                   f"{r['gpu_s']:.3f} | {r['gpu_median_s']:.3f} | {r['gpu_agree_1e-9']} |" for r in rows if "gpu_s" in r]
     else:
-        lines += ["", "GPU figures: no CUDA device on this machine; the torch code path is tested on CPU only."]
+        lines += ["", "GPU figures: no CUDA device on this machine (GPU timings, when measured, are in eval_gpu.md)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -222,11 +222,20 @@ def main(argv=None):
     p.add_argument("--flip", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/benchmarks/eval")
+    p.add_argument("--render", metavar="ROWS.jsonl", help="only write the report of earlier rows (one JSON row per "
+                   "line, as printed by a run) with --machine-json describing the machine they ran on")
+    p.add_argument("--machine-json", metavar="M.json", help="with --render: the machine (keys of machine())")
+    p.add_argument("--command", help="with --render: the command that produced the rows")
     p.add_argument("--size", help=argparse.SUPPRESS)
     p.add_argument("--one-bits", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.size:  # child: one configuration, JSON on stdout
         print(json.dumps(run_one(args)))
+        return
+    if args.render:
+        rows = [json.loads(line) for line in Path(args.render).read_text().splitlines() if line.strip()]
+        m = json.loads(Path(args.machine_json).read_text()) if args.machine_json else None
+        write_report(rows, Path(args.out), args.command or "(rows rendered from " + args.render + ")", m)
         return
     rows = []
     for size in args.sizes:

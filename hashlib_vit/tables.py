@@ -552,14 +552,16 @@ def collect_curves(runs) -> tuple["pd.DataFrame", "pd.DataFrame", list[str]]:  #
 
 
 def collect_training_logs(runs, max_points: int = 400) -> "pd.DataFrame":  # noqa: F821
-    """Every run's train_log.csv (step, loss, ...) with its row keys; thinned to ``max_points`` per run."""
+    """Every run's train_log.csv[.gz] (step, loss, ...) with its row keys; thinned to ``max_points`` per run."""
     import pandas as pd
 
     frames = []
     keys = [k for k in _row_keys(runs) + ["protocol", "bits", "seed", "run_dir"] if k in runs]
     for _, r in runs.iterrows():
-        p = Path(r["run_dir"]) / "train_log.csv"
-        if not p.is_file() or p.stat().st_size == 0:
+        # train_log.csv as written by the run, or train_log.csv.gz (archived runs keep a compressed copy)
+        p = next((q for q in (Path(r["run_dir"]) / n for n in ("train_log.csv", "train_log.csv.gz"))
+                  if q.is_file() and q.stat().st_size > 0), None)
+        if p is None:
             continue
         log = pd.read_csv(p)
         if "loss" not in log or "step" not in log:

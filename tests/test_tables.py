@@ -189,3 +189,17 @@ def test_comparison_without_any_paper_value(tmp_path):
         comp = comparison_table(collect(tmp_path), select=select)
         assert list(comp["source"]) == ["ours"] and list(comp.columns[-3:]) == ["digits 16 bits", "digits 32 bits",
                                                                                  "differences"]
+
+
+def test_training_logs_are_read_from_a_compressed_archive_copy(cifar_runs):
+    from hashlib_vit.tables import collect_training_logs
+
+    runs = collect(cifar_runs)
+    before = collect_training_logs(runs)
+    for p in sorted(cifar_runs.glob("*/train_log.csv"))[:3]:  # archived runs keep train_log.csv.gz instead
+        pd.read_csv(p).to_csv(p.with_suffix(".csv.gz"), index=False)
+        p.unlink()
+    after = collect_training_logs(runs)
+    assert len(after) == len(before) == 8 * 20
+    pd.testing.assert_frame_equal(after.sort_values(["run_dir", "step"]).reset_index(drop=True),
+                                  before.sort_values(["run_dir", "step"]).reset_index(drop=True))
