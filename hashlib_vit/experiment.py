@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
-from .errors import ConfigError, bad_choice
+from .errors import ConfigError, DataError, bad_choice
 from .losses import LOSSES, build_loss
 from .models import MODELS, HashModel, build_model
 from .results import RunDir
@@ -29,6 +29,15 @@ RESUMABLE_CHANGES = frozenset({"resume", "progress", "checkpoint_every_steps", "
                                "run_dir", "data_root", "save_codes", "eval_batch_size", "eval_every", "topk",
                                "method"})
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def data_option_names(protocol: str) -> tuple[str, ...]:
+    """The keyword options a protocol's loader takes besides data_root and seed (RunConfig.data_options)."""
+    import inspect
+
+    params = inspect.signature(PROTOCOLS.get(protocol).loader).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY or (
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("protocol", "data_root", "seed")))
 
 
 @dataclass
@@ -50,6 +59,9 @@ class RunConfig:
     weights: str | None = None  # local pretrained file, "hub", or None (train from scratch)
     method: str | None = None  # display name in tables; default: derived from head and loss
     split_seed: int = 0  # the data split's seed (kept fixed across training seeds)
+    # further options of the protocol's loader, e.g. {"missing": "skip"} or {"list_dir": "..."} for the
+    # list-file protocols (NUS-WIDE, COCO, ImageNet-100); see data_option_names(protocol)
+    data_options: dict = field(default_factory=dict)
     img_size: int | None = None  # model input size; default: the backbone's
     loss_params: dict = field(default_factory=dict)
     model_params: dict = field(default_factory=dict)
@@ -106,6 +118,13 @@ class RunConfig:
             raise ConfigError(f"lr={self.lr!r} must be a positive number")
         if not isinstance(self.loss_params, dict) or not isinstance(self.model_params, dict):
             raise ConfigError("loss_params and model_params must be dicts of name -> value")
+        if not isinstance(self.data_options, dict):
+            raise ConfigError(f"data_options={self.data_options!r} must be a dict of name -> value")
+        allowed = data_option_names(self.protocol)
+        unknown = sorted(set(self.data_options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"data_options {unknown} are not options of protocol={self.protocol!r}'s loader; "
+                              f"allowed: {list(allowed)}")
         unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults))
         if unknown:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
@@ -202,10 +221,16 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     resuming = bool(cfg.resume and ckpt_path is not None and ckpt_path.exists())
 
     if data is None:
-        data = protocol.load(cfg.data_root, seed=cfg.split_seed)
+        data = protocol.load(cfg.data_root, seed=cfg.split_seed, **cfg.data_options)
     elif data.protocol.name != protocol.name or data.seed != cfg.split_seed:
         raise ConfigError(f"data was loaded for protocol={data.protocol.name!r}, split_seed={data.seed}, but the run "
                           f"asks for protocol={protocol.name!r}, split_seed={cfg.split_seed}")
+    topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
+    n_db = data.sizes()["database"]
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= n_db):
+        what = f"the {protocol.name} protocol's mAP cut-off" if cfg.topk == "protocol" else "the topk parameter"
+        raise DataError(f"topk={topk!r} ({what}) must be an integer in 1..{n_db}, the size of the database that "
+                        "was loaded; pass topk=None to rank the whole database")  # checked before any training
     fingerprint = {"split_checksums": data.checksums, "config": cfg.fingerprint()}
     rd = None
     if run_path is not None and dist_info.is_main:  # only rank 0 writes the run directory
@@ -220,7 +245,6 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                 ckpt_path.unlink()  # a fresh run never resumes an older run's checkpoint
         rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device),
                                       "world_size": dist_info.world_size})
-    topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
     seed_everything(cfg.seed)
     model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
                         **cfg.model_params)
@@ -305,4 +329,4 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
 
 
-__all__ = ["RunConfig", "RunResult", "run_experiment", "random_codes_map", "transforms_for"]
+__all__ = ["RunConfig", "RunResult", "data_option_names", "run_experiment", "random_codes_map", "transforms_for"]

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hashlib_vit.errors import ConfigError
+from hashlib_vit.errors import ConfigError, DataError
 from hashlib_vit.experiment import RunConfig, run_experiment
 from hashlib_vit.results import REQUIRED_METRICS, RunDir, collect_runs
 
@@ -106,3 +106,40 @@ def test_bad_parameters_fail_before_training(bad, match, tmp_path):
 def test_unknown_parameter_name():
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['epoch'\]"):
         RunConfig.from_dict({"epoch": 3})
+
+
+def test_data_options_reach_the_protocol_loader(tmp_path):
+    # a NUS-WIDE-21-shaped list-file data set with one listed database image missing: the loader's
+    # missing= and list_dir= are set through RunConfig.data_options (and the CLI's --data-options)
+    from PIL import Image
+
+    root, lists = tmp_path / "imgs", tmp_path / "lists"
+    root.mkdir()
+    lists.mkdir()
+    rng = np.random.default_rng(0)
+
+    def write(ids):
+        lines = []
+        for i in ids:
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / f"{i}.png")
+            lines.append(f"{i}.png " + " ".join("1" if c == i % 3 else "0" for c in range(21)))
+        return lines
+
+    query, train = write(range(4)), write(range(10, 18))
+    database = train + write(range(20, 26)) + ["missing.png " + " ".join(["1"] + ["0"] * 20)]
+    for name, lines in (("test.txt", query), ("train.txt", train), ("database.txt", database)):
+        (lists / name).write_text("\n".join(lines) + "\n")
+    base = {**TINY, "epochs": 1, "batch_size": 4, "protocol": "nuswide21", "data_root": str(root), "run_dir": None,
+            "save_codes": False, "topk": None}
+    with pytest.raises(DataError, match="1 of 15 listed images do not exist"):
+        run_experiment(**base, data_options={"list_dir": str(lists)})
+    with pytest.warns(UserWarning, match="skipped 1 of 15"):
+        r = run_experiment(**base, data_options={"list_dir": str(lists), "missing": "skip"})
+    assert (r.metrics["n_query"], r.metrics["n_database"]) == (4, 14)
+    # the protocol's mAP@5000 cannot be computed on 14 items: said before any training starts
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"topk=5000 \(the nuswide21 protocol's mAP "
+                                                                  r"cut-off\) must be an integer in 1..14"):
+        run_experiment(**{**base, "topk": "protocol"}, data_options={"list_dir": str(lists), "missing": "skip"})
+    with pytest.raises(ConfigError, match=r"data_options \['mising'\] are not options of protocol='nuswide21'.*"
+                                          r"allowed: \['list_dir', 'split_dir', 'missing', 'check_files'\]"):
+        run_experiment(**base, data_options={"mising": "skip"})
