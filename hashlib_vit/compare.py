@@ -164,7 +164,7 @@ def run_comparison(losses: list[str], bits_list: list[int], *, root: str, loss_p
             configs.append(cfg.validate())
     if data is None:
         c = configs[0]
-        data = get_protocol(c.protocol).load(c.data_root, seed=c.split_seed)
+        data = get_protocol(c.protocol).load(c.data_root, seed=c.split_seed, **c.data_options)
     rows = []
     for cfg in configs:
         res = run_experiment(cfg, data=data)

@@ -65,6 +65,28 @@ def test_run_comparison_validates_everything_before_training(kw, match, tmp_path
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
+def test_run_comparison_loads_with_the_data_options(tmp_path, monkeypatch):
+    # common RunConfig parameters reach the loader when run_comparison loads the data itself
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeProtocol:
+        def load(self, data_root, seed=0, **options):
+            seen.update(data_root=data_root, seed=seed, options=options)
+            raise Stop
+
+    monkeypatch.setattr(compare, "get_protocol", lambda name: FakeProtocol())
+    with pytest.raises(Stop):
+        compare.run_comparison(["csq"], [8], root=str(tmp_path), protocol="digits", backbone="vit32_test", epochs=1,
+                               data_options={"cache_splits": False})
+    assert seen == {"data_root": None, "seed": 0, "options": {"cache_splits": False}}
+    with pytest.raises(ConfigError, match=r"data_options \['mising'\]"):
+        compare.run_comparison(["csq"], [8], root=str(tmp_path), protocol="digits", backbone="vit32_test", epochs=1,
+                               data_options={"mising": "skip"})
+
+
 def test_code_diagnostics_see_an_input_independent_model():
     from hashlib_vit.data import get_protocol
     from hashlib_vit.experiment import RunConfig, RunResult
