@@ -91,6 +91,10 @@ class Grid:
         return self.output / SUMMARY_NAME
 
 
+# parameters whose values are dicts themselves (RunConfig.loss_params / model_params / data_options)
+DICT_PARAMS = ("loss_params", "model_params", "data_options")
+
+
 def _slug(value: Any) -> str:
     if isinstance(value, Path):
         value = value.stem
@@ -189,14 +193,12 @@ def load_grid(path: str | os.PathLike, *, output: str | os.PathLike | None = Non
                         swept=swept))
 
     keys = list(sweep)
-    linked = {k for k in keys if all(isinstance(v, dict) for v in sweep[k])}
+    # dict-valued parameters are plain values, not linked groups
+    linked = {k for k in keys if all(isinstance(v, dict) for v in sweep[k])} - set(DICT_PARAMS)
     for k in keys:
-        if k not in linked and any(isinstance(v, dict) for v in sweep[k]) and k not in ("loss_params", "model_params"):
+        if k not in linked and any(isinstance(v, dict) for v in sweep[k]) and k not in DICT_PARAMS:
             raise ConfigError(f"{where}: sweep.{k} mixes mappings and plain values; a linked dimension lists only "
                               f"mappings of parameter: value (e.g. {{protocol: cifar10, data_root: ...}})")
-    for k in linked:
-        if k in ("loss_params", "model_params"):  # dict-valued parameters are plain values, not linked groups
-            linked.discard(k)
     for combo in itertools.product(*(sweep[k] for k in keys)):
         params, swept = dict(fixed), {}
         for k, v in zip(keys, combo):

@@ -217,3 +217,18 @@ def test_completion_record(tmp_path, tiny_nb):
     assert not runner.run_is_complete(run)
     record("completed", bits=32)  # other parameters
     assert not runner.run_is_complete(run)
+
+
+def test_dict_valued_parameters_sweep_as_values_not_linked_groups(tmp_path):
+    nb = make_notebook(tmp_path / "dicts.ipynb")
+    book = nbformat.read(str(nb), as_version=4)
+    book.cells[1].source += "\nloss_params: dict = {}  # loss options\ndata_options: dict = {}  # loader options"
+    nbformat.write(book, str(nb))
+    g = write_grid(tmp_path, notebook=str(nb), output="o", sweep={
+        "data_options": [{"missing": "skip"}, {"missing": "error"}], "loss_params": [{"a": 1}, {"a": 2}]})
+    runs = load_grid(g).runs
+    assert len(runs) == 4
+    assert [(r.params["data_options"], r.params["loss_params"]) for r in runs] == [
+        ({"missing": "skip"}, {"a": 1}), ({"missing": "skip"}, {"a": 2}),
+        ({"missing": "error"}, {"a": 1}), ({"missing": "error"}, {"a": 2})]
+    assert "missing" not in runs[0].params  # not spread into the run's parameters like a linked group
