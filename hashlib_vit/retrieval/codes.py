@@ -147,11 +147,12 @@ def unpack_codes(packed, bits: int, *, values: str = "pm1"):
 
 
 # ----------------------------------------------------------------------------- distances
-def np_words(packed: np.ndarray) -> np.ndarray:
-    """Packed bytes -> (n, W) unsigned words (the narrowest of uint8/16/32/64 that holds them)."""
+def np_words(packed: np.ndarray, wide: bool = False) -> np.ndarray:
+    """Packed bytes -> (n, W) unsigned words: the narrowest of uint8/16/32/64 that holds them, or always
+    uint64 with ``wide=True`` (the compiled kernel's word); zero padding adds nothing to a popcount."""
     n, nb = packed.shape
     for size, dt in ((1, np.uint8), (2, np.uint16), (4, np.uint32)):
-        if nb <= size:
+        if nb <= size and not wide:
             out = np.zeros((n, size), np.uint8)
             out[:, :nb] = packed
             return out.view(dt)

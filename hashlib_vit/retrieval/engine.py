@@ -410,6 +410,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
             raise ConfigError(f"backend='numba' is not usable here ({type(exc).__name__}: {exc}); "
                               "install numba or use backend='numpy'") from exc
     use_torch = backend == "torch"
+    n_threads = max(1, threads if threads is not None else min(8, os.cpu_count() or 1))  # CPU worker threads
     perm = np.random.default_rng(opts.seed).permutation(N) if opts.ties == "random" else None
     if perm is not None:  # shuffle the database once: the stable ranking then breaks ties by the permutation
         dlab = dlab[perm]
@@ -437,11 +438,11 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         qp = qp.cpu().numpy() if isinstance(qp, torch.Tensor) else qp
         dp = dp.cpu().numpy() if isinstance(dp, torch.Tensor) else dp
         if backend == "numba":
-            c.qwords, c.dwords = _kernels.u64_words(qp), _kernels.u64_words(dp)
+            c.qwords, c.dwords = np_words(qp, wide=True), np_words(dp, wide=True)
             c.qlab, c.dlab, c.kernel = nlab_q, nlab_d, _kernels.kernel()
             chunk_fn = _numba_chunk
             # memory is O(N) per block whatever its size: blocks only balance the worker threads
-            default_chunk = max(1, min(1024, -(-Q // (4 * max(1, threads or min(8, os.cpu_count() or 1))))))
+            default_chunk = max(1, min(1024, -(-Q // (4 * n_threads))))
         else:
             c.qwords, c.dwords = np_words(qp), np_words(dp)
             c.qlab, c.dlab = qlab, dlab
@@ -485,7 +486,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         for s0 in starts:
             work(s0)
     else:  # numpy and torch release the GIL: chunks run in a few threads, torch kept single-threaded
-        workers = max(1, min(len(starts), threads if threads is not None else min(8, os.cpu_count() or 1)))
+        workers = min(len(starts), n_threads)
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
