@@ -139,11 +139,11 @@ def check_timm_name(name: str, extra: tuple[str, ...] = ()) -> str:
                           + (", ".join(tags) if tags else "none (no pretrained weights in timm)")
                           + f"; or use the untagged {arch!r}")
     close = difflib.get_close_matches(name, sorted(models | pretrained | set(extra)), n=5, cutoff=0.6)
-    raise ConfigError(f"backbone={name!r} is not a known value (not a preset, a CNN name or a timm model"
-                      f"{' name with a pretrained tag' if tag else ''}); "
-                      + (f"close matches: {', '.join(close)}" if close else "no close match")
-                      + (f"; presets and CNNs: {', '.join(extra)}" if extra else "")
-                      + "; any name of timm.list_models() / timm.list_pretrained() is allowed")
+    raise ConfigError(f"backbone={name!r} is not a known value; allowed: "
+                      + (", ".join(extra) + ", " if extra else "")
+                      + "any timm model name with or without a pretrained tag (timm.list_models(), "
+                        "timm.list_pretrained()); "
+                      + (f"close matches: {', '.join(close)}" if close else "no close match"))
 
 
 # ----------------------------------------------------------------------------- format detection
