@@ -163,10 +163,39 @@ def train_flops_per_image(model, loss, recipe: Recipe, device, n: int = 4) -> fl
     return float(fc.get_total_flops()) / (n * v)
 
 
+def standin_weights(recipe: Recipe, fmt: str, folder: Path) -> tuple[str | None, dict]:
+    """A stand-in checkpoint of the recipe's ViT backbone in ``fmt`` (``hashlib_vit.models.standin``, branch
+    feat/weights), written once per (backbone, size, fmt) into ``folder``, so that the measurement also goes
+    through the weights-loading path. Returns ``(path or None, info)``; None (with the reason in ``info``)
+    when the module is absent or the backbone is not a ViT: the recipe then runs from random weights."""
+    if not recipe.backbone.startswith("vit"):
+        return None, {"standin": f"not used ({recipe.backbone} is not a ViT)"}
+    try:
+        from hashlib_vit.models.standin import write_standin_checkpoint
+    except ImportError as e:
+        return None, {"standin": f"unavailable ({e})"}
+    ext = {"torchvision": "pth", "dinov2": "pth", "bin": "bin"}.get(fmt, fmt)
+    path = folder / f"{recipe.backbone}_{recipe.img_size}_{fmt}.{ext}"
+    info = {"standin": fmt, "standin_path": str(path)}
+    if not path.is_file():
+        t = time.perf_counter()
+        try:
+            write_standin_checkpoint(recipe.backbone, path, fmt, img_size=recipe.img_size)
+        except Exception as e:  # noqa: BLE001 - recorded; the rates do not depend on it
+            return None, {**info, "standin_error": f"{type(e).__name__}: {e}"}
+        info["standin_write_s"] = time.perf_counter() - t
+    info["standin_bytes"] = path.stat().st_size
+    return str(path), info
+
+
 def measure(name: str, recipe: Recipe, device, *, steps: int, warmup: int, n_encode: int, compile_: bool = False,
-            src_size: int = 32, flops: bool = True) -> dict:
+            src_size: int = 32, flops: bool = True, standin: str | None = None,
+            standin_dir: Path | None = None) -> dict:
     """Time ``steps`` training steps (after ``warmup``) of `recipe` through :func:`hashlib_vit.train.train`
-    and its encoding rate; returns one row (rates in images/s of source images, memory in GiB)."""
+    and its encoding rate; returns one row (rates in images/s of source images, memory in GiB).
+
+    ``standin``: a checkpoint format (``pth``, ``npz``, ...): build the backbone from a stand-in checkpoint
+    written into ``standin_dir`` (:func:`standin_weights`) instead of random initialisation."""
     import torch
 
     from hashlib_vit.data import PROTOCOLS, make_batches
@@ -181,8 +210,18 @@ def measure(name: str, recipe: Recipe, device, *, steps: int, warmup: int, n_enc
     cuda = device.type == "cuda"
     t_start = time.perf_counter()
     seed_everything(0)
-    model = build_model(recipe.backbone, recipe.bits, recipe.head, img_size=recipe.img_size, aem=recipe.aem,
-                        **recipe.model_params)
+    weights, standin_info = standin_weights(recipe, standin, standin_dir) if standin else (None, {})
+    try:
+        model = build_model(recipe.backbone, recipe.bits, recipe.head, img_size=recipe.img_size, aem=recipe.aem,
+                            weights=weights, **recipe.model_params)
+    except Exception as e:  # noqa: BLE001 - a loading failure is recorded; the rates come from random weights
+        if weights is None:
+            raise
+        standin_info["standin_error"] = f"{type(e).__name__}: {e}"
+        seed_everything(0)
+        model = build_model(recipe.backbone, recipe.bits, recipe.head, img_size=recipe.img_size, aem=recipe.aem,
+                            **recipe.model_params)
+    standin_info["standin_loaded"] = bool(getattr(model.backbone, "pretrained", False))
     loss = build_loss(recipe.loss, recipe.bits, recipe.classes, False, **recipe.loss_params)
     build_s = time.perf_counter() - t_start
     n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in loss.parameters())
@@ -210,7 +249,7 @@ def measure(name: str, recipe: Recipe, device, *, steps: int, warmup: int, n_enc
            "train_step_s": step_s, "train_img_s": recipe.batch / step_s,
            "train_model_img_s": recipe.batch * recipe.n_views / step_s, "first_steps_s": t[warmup - 1],
            "peak_mem_gib": peak, "build_s": build_s, "train_wall_s": train_wall,
-           "final_loss": hist["steps"][-1]["loss"]}
+           "final_loss": hist["steps"][-1]["loss"], **standin_info}
     # encoding: eval transform (resize 256 -> centre crop 224), eval batch 256 as RunConfig.eval_batch_size
     dt = amp_dtype(cfg, device)
     fwd = torch.compile(model) if compile_ else model
@@ -480,7 +519,8 @@ def render(raw: dict) -> str:
         "|---|---|---|---|",
     ]
     for t in raw["tables"]:
-        h = f"{t['hours']:,.1f}" + ("" if t["complete"] else " (partial: some rates missing)")
+        missing = sorted({gr["recipe"] for gr in t["groups"] if gr["hours"] is None})
+        h = f"{t['hours']:,.1f}" if t["complete"] else f">= {t['hours']:,.1f} (partial: no rate for {', '.join(missing)})"
         lines.append(f"| {t['title']} | {t['runs']} | {h} | `{t['grid']}` |")
     lines += ["", "Per group (runs of one recipe on one protocol):", "",
               "| table | recipe | protocol | epochs | runs | n_train / query / database | steps per run | h per run "
@@ -494,7 +534,9 @@ def render(raw: dict) -> str:
     notes = sorted({gr["note"] for t in raw["tables"] for gr in t["groups"] if gr["note"]})
     if notes:
         lines += [""] + [f"* {n}" for n in notes]
-    lines.append(f"* Total of the tables above: {sum(t['hours'] for t in raw['tables']):,.1f} GPU-hours.")
+    partial = "" if all(t["complete"] for t in raw["tables"]) else " (a lower bound: some tables are partial)"
+    lines.append(f"* Total of the tables above: {sum(t['hours'] for t in raw['tables']):,.1f} GPU-hours{partial}; "
+                 "the TransHash Table 2 'full' rows are the CIFAR-10 runs of Table 1, counted in both.")
     return "\n".join(lines) + "\n"
 
 
@@ -531,9 +573,14 @@ def report(rows: list[dict], *, command: str, out_dir: Path, commit: bool = Fals
     tp_rows = [throughput_row(r, r["env"], source + (" compile" if r.get("compile") else ""))
                for r in recipes if "error" not in r and r["n_views"] == 1 and not r.get("compile")]
     existing = THROUGHPUT_CSV.read_text() if THROUGHPUT_CSV.is_file() else ""
-    merged = merge_throughput(existing, tp_rows)
-    targets = [out_dir] + ([RESULTS_DIR] if commit else [])
-    for d in targets:
+    try:
+        merged = merge_throughput(existing, tp_rows)
+    except DataError as e:
+        if commit:  # before anything is written into the repository
+            raise
+        print(f"!! {e}: {out_dir / 'throughput.csv'} holds only the measured rows", file=sys.stderr)
+        merged = merge_throughput("", tp_rows)
+    for d in [out_dir] + ([RESULTS_DIR] if commit else []):
         atomic_write_json(d / "recipes_gpu.json", raw)
         atomic_write_text(d / "recipes_gpu.md", md)
     atomic_write_text(out_dir / "throughput.csv", merged)
@@ -552,11 +599,16 @@ def main(argv=None) -> int:
     m.add_argument("--rows", required=True, help="JSON-lines file to append to")
     m.add_argument("--device", default="auto")
     m.add_argument("--smoke", action="store_true", help="CPU scale: tiny ViT at 64 px, batch 4, 2 steps")
-    m.add_argument("--steps", type=int, default=None, help="timed steps (default 30 on CUDA, 2 with --smoke)")
-    m.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 8, 1 with --smoke)")
+    m.add_argument("--steps", type=int, default=None, help="timed steps (default 50, 2 with --smoke)")
+    m.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10, 1 with --smoke)")
     m.add_argument("--n-encode", type=int, default=None, help="images encoded (default 8192, 32 with --smoke)")
     m.add_argument("--compile", action="store_true", help="torch.compile the model (training and encoding)")
     m.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    m.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 keeps a DRY run sane on a crowded CPU)")
+    m.add_argument("--standin", default=None, metavar="FMT",
+                   help="load the ViT backbones from a stand-in checkpoint of this format (pth, npz, safetensors; "
+                        "needs hashlib_vit.models.standin), written into a temporary folder")
     r = sub.add_parser("report", help="tables from the rows: recipes_gpu.{md,json}, throughput.csv")
     r.add_argument("--rows", required=True, nargs="+", help="JSON-lines file(s) written by measure")
     r.add_argument("--out-dir", required=True, help="where the report goes (always)")
@@ -573,26 +625,34 @@ def main(argv=None) -> int:
             print(render(raw))
         return 0
 
+    import torch
+
     from hashlib_vit.utils import resolve_device
 
     unknown = [n for n in a.recipes if n not in RECIPES]
     if unknown:
         raise ConfigError(f"recipe(s) {unknown} unknown; choose from {list(RECIPES)}")
     device = resolve_device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     # no tf32 / cudnn.benchmark switches: the library sets none, so neither does the measurement
     # (seed_everything's use_deterministic_algorithms(True, warn_only=True) stays on, as in real runs)
-    steps = a.steps or (2 if a.smoke else 30)
-    warmup = a.warmup or (1 if a.smoke else 8)
+    steps = a.steps or (2 if a.smoke else 50)
+    warmup = a.warmup or (1 if a.smoke else 10)
     n_encode = a.n_encode or (32 if a.smoke else 8192)
     env = environment(device)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     failed = 0
+    import tempfile
+
+    standin_tmp = tempfile.TemporaryDirectory(prefix="standin_") if a.standin else None
     for name in a.recipes:
         recipe = RECIPES[name].smoke() if a.smoke else RECIPES[name]
         print(f"--- {name}: {recipe}", flush=True)
         try:
             row = measure(name, recipe, device, steps=steps, warmup=warmup, n_encode=n_encode, compile_=a.compile,
-                          flops=not a.no_flops)
+                          flops=not a.no_flops, standin=a.standin,
+                          standin_dir=Path(standin_tmp.name) if standin_tmp else None)
         except Exception as e:  # noqa: BLE001 - one failing recipe (OOM, missing model) must not lose the others
             failed += 1
             traceback.print_exc()
@@ -603,6 +663,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "env"}, default=str), flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if standin_tmp:
+        standin_tmp.cleanup()
     return 1 if failed else 0
 
 
