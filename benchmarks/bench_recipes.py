@@ -481,6 +481,8 @@ def render(raw: dict) -> str:
         f"CUDA {env.get('cuda')}, python {env.get('python')}.",
         f"Command: `{raw['command']}` (measure: `{raw.get('measure_command', '?')}`); "
         "raw numbers in `recipes_gpu.json`; produced by benchmarks/bench_recipes.py.",
+        *(["", "**SMOKE RUN** (`--smoke`: tiny models at CPU scale, not the papers' architectures): the numbers below "
+             "test the plumbing only."] if any(r.get("smoke") for r in raw["recipes"]) else []),
         "",
         "Stand-in (random) weights of the papers' architectures, the real model (`build_model`), loss "
         "(`build_loss`) and training loop (`hashlib_vit.train.train`, the recipe's optimiser, bf16 autocast, "
@@ -489,20 +491,30 @@ def render(raw: dict) -> str:
         "crop 224. img/s count source images (with 2 views the model sees twice as many). Peak memory: "
         "`torch.cuda.max_memory_allocated` during training (model, optimiser, activations), reset per recipe.",
         "",
-        "| recipe | paper | backbone | head | loss | AEM | px | batch | views | params (M) | compile | step (ms) "
+        "| recipe | paper | backbone | head | loss | AEM | px | batch | views | params (M) | amp | compile | step (ms) "
         "| train img/s | encode img/s | peak GiB | train TFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in raw["recipes"]:
         if "error" in r:
-            lines.append(f"| {r['recipe']} | {r.get('paper', '')} | {r.get('backbone', '')} | | | | | | | | "
+            lines.append(f"| {r['recipe']} | {r.get('paper', '')} | {r.get('backbone', '')} | | | | | | | | | "
                          f"{r.get('compile', '')} | **failed**: {r['error'][:120]} | | | | |")
             continue
         lines.append(
             f"| {r['recipe']} | {r['paper']} | {r['backbone']} | {r['head']} | {r['loss']} | {r['aem']} | "
-            f"{r['img_size']} | {r['batch']} | {r['n_views']} | {r['params_m']:.1f} | {r['compile']} | "
+            f"{r['img_size']} | {r['batch']} | {r['n_views']} | {r['params_m']:.1f} | {r['amp']} | {r['compile']} | "
             f"{1000 * r['train_step_s']:.1f} | {g(r['train_img_s'])} | {g(r['encode_img_s'])} | "
             f"{g(r.get('peak_mem_gib'), '{:.2f}')} | {g(r.get('train_tflop_s'), '{:.0f}')} |")
+    weights = []
+    for r in raw["recipes"]:
+        if "error" in r:
+            continue
+        if r.get("standin_loaded"):
+            weights.append(f"{r['recipe']}: stand-in `{r['standin']}` checkpoint loaded")
+        elif r.get("standin"):
+            weights.append(f"{r['recipe']}: random ({r.get('standin_error') or r['standin']})")
+    if weights:
+        lines += ["", "Backbone weights: " + "; ".join(weights) + "; the others: random initialisation."]
     lines += [
         "",
         "## GPU-hours per paper table",

@@ -67,7 +67,7 @@ echo "campaign C: DRY=$DRY PY=$PY OUT=$OUT BUDGET=${BUDGET}s start $(date -u +%F
      "git $(git rev-parse --short HEAD 2>/dev/null) ($(git status --short 2>/dev/null | wc -l) changed files)"
 
 # ------------------------------------------------------------------ environment (what the package needs)
-{ timeout 15 nvidia-smi || echo "(nvidia-smi unavailable)"; nproc; free -g; } >"$OUT/env.txt" 2>&1
+{ timeout 15 nvidia-smi || echo "(nvidia-smi unavailable)"; echo "cpus: $(nproc --all)"; free -g; } >"$OUT/env.txt" 2>&1
 head -n 20 "$OUT/env.txt"
 CHECK_PKG=1; [ "$DRY" = 1 ] && CHECK_PKG=0   # in DRY the measure steps import the package anyway
 CHECK_PKG=$CHECK_PKG timeout 60 "$PY" - <<'EOF' 2>&1 | tee -a "$OUT/env.txt"
