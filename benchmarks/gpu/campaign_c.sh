@@ -117,7 +117,7 @@ step extras 60 25 "$PY" "${BENCH[@]}" "${MEASURE[@]}" aevit_hsc_2views vitb32_cl
 if [ "$DRY" = 1 ]; then
   echo "=================== torch.compile step skipped in DRY (CPU inductor compile takes minutes)"
 else
-  step compile_vitb16 120 90 "$PY" "${BENCH[@]}" "${MEASURE[@]}" --compile vitb16_cls_linear
+  step compile_vitb16 120 90 "$PY" "${BENCH[@]}" "${MEASURE[@]}" --compile --no-flops vitb16_cls_linear
 fi
 
 # ------------------------------------------------------------------ report (always), then tests if time is left
