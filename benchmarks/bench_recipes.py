@@ -356,7 +356,8 @@ def protocol_sizes(name: str) -> dict:
 
 @dataclass(frozen=True)
 class RunGroup:
-    """``runs`` identical-cost runs of ``recipe`` on ``protocol`` for ``epochs`` epochs."""
+    """``runs`` identical-cost runs of ``recipe`` (a key of :data:`RECIPES`) on ``protocol`` (a key of
+    ``hashlib_vit.data.PROTOCOLS``) for ``epochs`` epochs, each evaluated ``n_evals`` times."""
 
     recipe: str
     protocol: str
@@ -368,6 +369,8 @@ class RunGroup:
 
 @dataclass(frozen=True)
 class PaperTable:
+    """One paper table: its grid file and the :class:`RunGroup` s its grid expands to."""
+
     name: str
     title: str
     grid: str
@@ -567,9 +570,10 @@ def report(rows: list[dict], *, command: str, out_dir: Path, commit: bool = Fals
                               f"{bad or 'nothing (no successful row)'}")
     last: dict[tuple, dict] = {}
     for r in rows:
-        if "error" in r and any(k[0] == r["recipe"] for k in last):
-            continue
-        last[(r["recipe"], bool(r.get("compile")))] = r
+        key = (r["recipe"], bool(r.get("compile")))
+        if "error" in r and key in last and "error" not in last[key]:
+            continue  # a later failure does not hide an earlier measurement of the same configuration
+        last[key] = r
     recipes = list(last.values())
     rates = {r["recipe"]: r for r in recipes if "error" not in r and not r.get("compile")}
     for r in recipes:  # a recipe measured only with compile still gives a rate

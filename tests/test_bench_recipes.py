@@ -181,3 +181,17 @@ def test_smoke_recipe_is_small_and_keeps_the_method(B):
     assert B.RECIPES["aevit_hsc_2views"].n_views == 2 and B.RECIPES["aevit_hsc"].n_views == 1
     assert B.RECIPES["resnet50_32"].smoke().img_size == 32
     assert math.isclose(B.RECIPES["slvit_hcl"].weight_decay, 5e-4)
+
+
+def test_report_keeps_eager_rate_beside_a_failed_compile(B, tmp_path, monkeypatch):
+    monkeypatch.setattr(B, "THROUGHPUT_CSV", tmp_path / "none.csv")
+    rows = [_row(B), {"recipe": "aevit_hsc", "compile": True, "error": "TimeoutError: compile",
+                      "env": {"device": "cuda", "device_name": "NVIDIA H200"}},
+            {"recipe": "aevit_hsc", "compile": False, "error": "OutOfMemory: later retry",
+             "env": {"device": "cuda", "device_name": "NVIDIA H200"}}]
+    raw = B.report(rows, command="report", out_dir=tmp_path / "out")
+    assert [(r["recipe"], r["compile"], "error" in r) for r in raw["recipes"]] == [("aevit_hsc", False, False),
+                                                                                  ("aevit_hsc", True, True)]
+    g = next(t for t in raw["tables"] if t["table"] == "aevit_hsc")["groups"][0]
+    assert g["recipe"] == "aevit_hsc" and g["hours"] == pytest.approx(
+        4 * (100 * 79 * 64 / 1234.567 + 55000 / 9876.54) / 3600)
