@@ -482,8 +482,9 @@ def render(raw: dict) -> str:
         f"Measured {raw['date']} on **{env.get('device_name', '?')}** ({env.get('device', '?')}, "
         f"{g(env.get('device_memory_gib'), '{:.0f}')} GiB), torch {env.get('torch')}, timm {env.get('timm')}, "
         f"CUDA {env.get('cuda')}, python {env.get('python')}.",
-        f"Command: `{raw['command']}` (measure: `{raw.get('measure_command', '?')}`); "
-        "raw numbers in `recipes_gpu.json`; produced by benchmarks/bench_recipes.py.",
+        f"Report: `{raw['command']}`; each recipe's measuring command is in `recipes_gpu.json` "
+        "(`recipes[].command`); the GPU campaign that ran them all: `bash benchmarks/gpu/campaign_c.sh`; "
+        "produced by benchmarks/bench_recipes.py.",
         *(["", "**SMOKE RUN** (`--smoke`: tiny models at CPU scale, not the papers' architectures): the numbers below "
              "test the plumbing only."] if any(r.get("smoke") for r in raw["recipes"]) else []),
         "",
@@ -585,8 +586,8 @@ def report(rows: list[dict], *, command: str, out_dir: Path, commit: bool = Fals
            "recipes": recipes, "tables": table_costs(rates)}
     out_dir.mkdir(parents=True, exist_ok=True)
     md = render(raw)
-    source = f"{raw['measure_command']} ({date})"
-    tp_rows = [throughput_row(r, r["env"], source + (" compile" if r.get("compile") else ""))
+    # each row names the command that measured it (one campaign runs several measure commands)
+    tp_rows = [throughput_row(r, r["env"], f"{r.get('command') or raw['measure_command']} ({r.get('date') or date})")
                for r in recipes if "error" not in r and r["n_views"] == 1 and not r.get("compile")]
     existing = THROUGHPUT_CSV.read_text() if THROUGHPUT_CSV.is_file() else ""
     try:
