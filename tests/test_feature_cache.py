@@ -337,3 +337,28 @@ def test_run_experiment_with_the_cache(tmp_path):
     assert np.array_equal(a.query_codes, b.query_codes) and a.metrics["final_loss"] == b.metrics["final_loss"]
     assert a.model.frozen_blocks == 1 and not a.model.backbone.model.blocks[0].attn.qkv.weight.requires_grad
     assert RunConfig(**{k: v for k, v in common.items()}).validate().cache_views == 2
+
+
+def test_cached_training_resumes_exactly_from_a_checkpoint(tmp_path):
+    split = make_split()
+    base = tiny("hcl")
+    freeze_prefix(base, 1)
+    cache = build_feature_cache(base, 1, split, split_checksum="s", train_tf=TRAIN_TF, eval_tf=EVAL_TF, views=2,
+                                seed=3, cache_dir=tmp_path / "cache")
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3, checkpoint_every_steps=3)
+
+    def fresh():
+        torch.manual_seed(5)
+        return PartialModel(copy.deepcopy(base), 1), build_loss("dpsh", 16, 4, False), CachedBatches(
+            cache, split, 16, seed=3)
+
+    m, loss, b = fresh()
+    full = train(m, loss, b, cfg, progress=False, checkpoint_path=tmp_path / "a.pt")
+    m2, loss2, b2 = fresh()
+    train(m2, loss2, b2, cfg, progress=False, checkpoint_path=tmp_path / "b.pt", max_steps=7)  # "killed" at step 7
+    m3, loss3, b3 = fresh()
+    resumed = train(m3, loss3, b3, cfg, progress=False, checkpoint_path=tmp_path / "b.pt", resume=True)
+    assert resumed["resumed_from"]["step"] == 6
+    assert [s["loss"] for s in resumed["steps"]] == [s["loss"] for s in full["steps"][6:]]
+    for (k, a), v in zip(m.state_dict().items(), m3.state_dict().values()):
+        assert torch.equal(a, v), k
