@@ -184,7 +184,10 @@ class RunConfig:
 
     def fingerprint(self) -> dict:
         """The parameters a checkpoint must agree on to be resumed (everything that changes training)."""
-        return {k: v for k, v in asdict(self).items() if k not in RESUMABLE_CHANGES}
+        # the partial fine-tuning fields count only when set, so checkpoints written before they existed still resume
+        unset = {"freeze_blocks": 0, "feature_cache": False, "cache_views": 1}
+        return {k: v for k, v in asdict(self).items()
+                if k not in RESUMABLE_CHANGES and not (k in unset and v == unset[k])}
 
     def method_name(self) -> str:
         if self.method:

@@ -238,13 +238,14 @@ def clean_stale_tmp(cache_dir: str | os.PathLike) -> list[Path]:
 
 def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: TensorTransform,
                         eval_tf: TensorTransform, views: int = 1, seed: int = 0,
-                        cache_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+                        cache_dir: str | os.PathLike | None = None, device: torch.device | str | None = None,
                         chunk: int = DEFAULT_CHUNK, progress: bool = False) -> FeatureCache:
     """Open the cache of ``(model, n, split, views, ...)`` or build it (see the module docstring).
 
     ``model``: a HashModel / MGVT / HCLHashModel; ``n``: its number of frozen blocks (>= 1); ``split``:
     the training :class:`~hashlib_vit.data.Split` or ``FileSplit``; ``split_checksum``: its checksum
-    (``ProtocolData.checksums["train"]``). Returns a :class:`FeatureCache` (tokens float16
+    (``ProtocolData.checksums["train"]``). ``device``: where the images go for the prefix forward
+    (default: the device of the model's parameters). Returns a :class:`FeatureCache` (tokens float16
     ``(views, len(split), T, D)``). Raises ConfigError (views, CNN, AEM) before anything is written,
     DataError when the disk lacks space (checked first) or fills up during the build.
     """
@@ -252,6 +253,7 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
 
     if not isinstance(n, int) or not 1 <= n <= max_freeze_blocks(model):
         raise ConfigError(f"the feature cache needs 1 <= freeze_blocks <= {max_freeze_blocks(model)}, got {n!r}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     key = cache_key(model, n, split_checksum=split_checksum, train_tf=train_tf, eval_tf=eval_tf, views=views,
                     seed=seed, chunk=chunk)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -448,6 +450,7 @@ def cached_training(model, n: int, split, *, split_checksum: str, train_tf: Tens
     frozen with ``freeze_prefix(model, n)``)."""
     from ..models.partial import PartialModel
 
+    model.to(device)  # the prefix runs where training will run (the GPU when there is one)
     cache = build_feature_cache(model, n, split, split_checksum=split_checksum, train_tf=train_tf, eval_tf=eval_tf,
                                 views=views, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
     batches = CachedBatches(cache, split, batch_size, seed=seed, n_views=n_views, device=device)
