@@ -64,6 +64,7 @@ def images_per_s(history: dict, warmup: int, batch: int) -> tuple[float, int]:
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
+    load_start = [round(v, 2) for v in os.getloadavg()]
     seed_everything(0)
     model0 = build_model(args.backbone, args.bits, "cls_linear", img_size=args.img_size)
     depth = len(model0.backbone.model.blocks)
@@ -112,6 +113,7 @@ def run(args) -> dict:
                        "head": "cls_linear", "bits": args.bits, "loss": "dpsh", "batch": args.batch,
                        "warmup_steps": args.warmup, "images": args.images, "threads": torch.get_num_threads()}
     out["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                      "load_average_start": load_start,
                       "load_average_end": [round(v, 2) for v in os.getloadavg()], "processor": platform.processor()}
     print(f"cached/frozen = {c / b:.2f}x, cached/full = {c / a:.2f}x, break-even after "
           f"{out['break_even_epochs']:.2f} epochs" if out["break_even_epochs"] else "no break-even", flush=True)
@@ -130,7 +132,8 @@ def markdown(r: dict, command: str) -> str:
         f"AdamW, fp32; {w['images']} synthetic 32-px images up-sampled by the 224-px train transform (resize 256, "
         "random crop 224, flip) for (a) and (b)",
         f"* machine: CPU ({m['cpus']} cores, shared), {w['threads']} torch threads, torch {m['torch']}, "
-        f"python {m['python']}, load average at the end {tuple(m['load_average_end'])}",
+        f"python {m['python']}, load average (1, 5, 15 min) at the start {tuple(m.get('load_average_start', ()))}, "
+        f"at the end {tuple(m['load_average_end'])}",
         f"* {w['warmup_steps']} warm-up step(s), then the timed steps; images/s from the training loop's step clock", "",
         "| run | timed steps | s / step | train img/s |", "|---|---|---|---|",
     ]

@@ -362,3 +362,19 @@ def test_cached_training_resumes_exactly_from_a_checkpoint(tmp_path):
     assert [s["loss"] for s in resumed["steps"]] == [s["loss"] for s in full["steps"][6:]]
     for (k, a), v in zip(m.state_dict().items(), m3.state_dict().values()):
         assert torch.equal(a, v), k
+
+
+@pytest.mark.slow
+def test_bench_cache_quick(tmp_path):
+    import importlib.util
+
+    from hashlib_vit.utils import project_root
+
+    spec = importlib.util.spec_from_file_location("bench_cache", project_root() / "benchmarks" / "bench_cache.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--out", str(tmp_path / "cache.md")]) == 0
+    r = json.loads((tmp_path / "cache.json").read_text())
+    assert r["workload"]["frozen_blocks"] == 11 and r["cache_build"]["bytes"] == 16 * 17 * 192 * 2
+    assert r["ratios"]["cached_over_frozen"] == pytest.approx(r["cached"]["images_per_s"] / r["frozen"]["images_per_s"])
+    assert "cached / frozen-uncached" in (tmp_path / "cache.md").read_text()
