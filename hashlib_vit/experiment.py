@@ -27,7 +27,7 @@ from .utils import env_info, resolve_device, resolve_path, seed_everything
 # parameters that may change between a run and its resumption (they do not alter the trained model)
 RESUMABLE_CHANGES = frozenset({"resume", "progress", "checkpoint_every_steps", "checkpoint_every_epochs", "device",
                                "run_dir", "data_root", "save_codes", "eval_batch_size", "eval_every", "topk",
-                               "method"})
+                               "method", "cache_dir"})
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -84,6 +84,11 @@ class RunConfig:
     checkpoint_every_steps: int = 0  # write run_dir/checkpoint.pt every N steps (0: off)
     checkpoint_every_epochs: int = 0  # ... and/or every N epochs (0: off); a final one is written when on
     resume: bool = False  # continue from run_dir/checkpoint.pt when it exists (same split and config only)
+    # partial fine-tuning (docs/training.md "Partial fine-tuning with a feature cache", hashlib_vit.models.partial):
+    freeze_blocks: int | str = 0  # freeze embeddings + the first N blocks (0: none; "all"/-1: as many as the head allows)
+    feature_cache: bool = False  # train on the cached tokens after block N (computed once, fp16 on disk)
+    cache_views: int = 1  # cached views per training image: 1 = the un-augmented eval view, k >= 2 = k augmented views
+    cache_dir: str | None = None  # default: <project>/.cache/features
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RunConfig":
@@ -137,9 +142,33 @@ class RunConfig:
         if (self.resume or self.train_config().checkpointing) and not self.run_dir:
             raise ConfigError("checkpoint_every_steps / checkpoint_every_epochs / resume need a run_dir "
                               "(the checkpoint is run_dir/checkpoint.pt)")
+        self._validate_partial()
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise bad_choice("device", self.device, ("auto", "cpu", "cuda", "cuda:N"))
         return self
+
+    def _validate_partial(self) -> None:
+        """freeze_blocks / feature_cache / cache_views, checked before any data or weights are loaded."""
+        from .models.aem import parse_aem
+        from .models.partial import check_freeze_config
+
+        n = check_freeze_config(self.backbone, self.head, self.freeze_blocks, self.img_size)
+        if not isinstance(self.feature_cache, bool):
+            raise ConfigError(f"feature_cache={self.feature_cache!r} must be true or false")
+        if not isinstance(self.cache_views, int) or isinstance(self.cache_views, bool) or self.cache_views < 1:
+            raise ConfigError(f"cache_views={self.cache_views!r} must be an integer >= 1 (1: the un-augmented view)")
+        if self.feature_cache:
+            if n == 0:
+                raise ConfigError("feature_cache=True needs freeze_blocks >= 1 (the cached tokens are those after "
+                                  "the frozen blocks)")
+            if parse_aem(self.model_params.get("aem", "off")):
+                raise ConfigError(f"feature_cache=True is not possible with model_params aem="
+                                  f"{self.model_params['aem']!r}: AEM sits before the frozen blocks and trains, so the "
+                                  "tokens after block N change; use feature_cache=False (freezing alone works)")
+            n_views = {**LOSSES.get(self.loss).defaults, **self.loss_params}.get("n_views", 1)
+            if n_views > self.cache_views:
+                raise ConfigError(f"loss {self.loss!r} with n_views={n_views} needs cache_views >= {n_views} "
+                                  f"(distinct views of each image per batch); got cache_views={self.cache_views}")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, backbone_lr=self.backbone_lr,
@@ -151,7 +180,10 @@ class RunConfig:
 
     def fingerprint(self) -> dict:
         """The parameters a checkpoint must agree on to be resumed (everything that changes training)."""
-        return {k: v for k, v in asdict(self).items() if k not in RESUMABLE_CHANGES}
+        # the partial fine-tuning fields count only when set, so checkpoints written before they existed still resume
+        unset = {"freeze_blocks": 0, "feature_cache": False, "cache_views": 1}
+        return {k: v for k, v in asdict(self).items()
+                if k not in RESUMABLE_CHANGES and not (k in unset and v == unset[k])}
 
     def method_name(self) -> str:
         if self.method:
@@ -246,8 +278,24 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                                       "world_size": dist_info.world_size})
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
-    train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
-    if getattr(loss, "n_views", 1) > 1:  # e.g. HSC with two-view SupCon: each image twice, same index
+    train_model, cache = model, None
+    if cfg.freeze_blocks:
+        from .models.partial import freeze_prefix
+
+        n_frozen = freeze_prefix(model, cfg.freeze_blocks)
+    if cfg.feature_cache:  # train the last blocks + head on cached block-N tokens (data/feature_cache.py)
+        from .data.feature_cache import cached_training
+
+        train_batches, train_model, cache = cached_training(
+            model, n_frozen, data.train, split_checksum=data.checksums.get("train", ""), train_tf=tr_tf,
+            eval_tf=ev_tf, batch_size=cfg.batch_size, views=cfg.cache_views, seed=cfg.seed,
+            n_views=getattr(loss, "n_views", 1), cache_dir=resolve_path(cfg.cache_dir), device=device,
+            progress=cfg.progress)
+        if rd:
+            rd.write_json("feature_cache.json", cache.info())
+    else:
+        train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+    if getattr(loss, "n_views", 1) > 1 and cache is None:  # e.g. HSC two-view SupCon: each image twice, same index
         from .data.views import MultiViewBatches
 
         train_batches = MultiViewBatches(train_batches, loss.n_views)
@@ -278,7 +326,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         rd.write_json("env.json", env)
 
     t0 = time.perf_counter()
-    history = train(model, loss, train_batches, cfg.train_config(), device=device,
+    history = train(train_model, loss, train_batches, cfg.train_config(), device=device,
                     eval_fn=eval_fn if cfg.eval_every else None, eval_every=cfg.eval_every,
                     log_path=rd.file("train_log.csv") if rd else None, progress=cfg.progress,
                     checkpoint_path=ckpt_path, resume=cfg.resume, fingerprint=fingerprint, dist_info=dist_info)

@@ -56,10 +56,37 @@ class HashModel(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    frozen_blocks: int = 0  # blocks frozen by models.partial.freeze_prefix (0: none)
+
     def forward(self, x: torch.Tensor) -> HashOutput:
-        feats = self.backbone(self.normalize(x))
+        return self.output_from_features(self.backbone(self.normalize(x)))
+
+    def output_from_features(self, feats: torch.Tensor) -> HashOutput:
+        """Backbone output (tokens ``(n, T, D)`` after the final norm, or pooled ``(n, D)``) -> head output."""
         u = self.head(feats)
         return HashOutput(u=u, features=feats[:, 0] if feats.ndim == 3 else feats)
+
+    def frozen_prefix(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Images ``(b, 3, H, W)`` float in [0, 1] -> tokens ``(b, T, D)`` after the first ``n`` blocks
+        (normalisation, embeddings, blocks 0..n-1). ConfigError for a CNN backbone. See models.partial."""
+        from .partial import prefix_tokens
+
+        return prefix_tokens(self.backbone, self.normalize(x), n)
+
+    def forward_from_tokens(self, z: torch.Tensor, start: int) -> HashOutput:
+        """Tokens after block ``start`` -> the remaining blocks, final norm and head:
+        ``forward_from_tokens(frozen_prefix(x, n), n) == forward(x)``."""
+        from .partial import finish_tokens
+
+        return self.output_from_features(finish_tokens(self.backbone, z, start))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_blocks:  # the frozen prefix never trains: no dropout / drop-path there
+            from .partial import apply_frozen_modes
+
+            apply_frozen_modes(self, mode)
+        return self
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

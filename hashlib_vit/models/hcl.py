@@ -95,8 +95,8 @@ def _backbone_heads(backbone: Backbone) -> int:
 class HCLHashModel(HashModel):
     """``HashModel`` whose ``features`` are the pooled HCL input ``g`` (for analysis)."""
 
-    def forward(self, x: torch.Tensor) -> HashOutput:
-        g = self.head.pool(self.backbone(self.normalize(x)))
+    def output_from_features(self, feats: torch.Tensor) -> HashOutput:
+        g = self.head.pool(feats)
         return HashOutput(u=self.head.project(g), features=g)
 
 

@@ -140,7 +140,11 @@ class MGVT(HashModel):
         return [self.local_norm(self.local_block(torch.cat([prefix, t], dim=1)))[:, 0] for t in parts]
 
     def forward(self, x: torch.Tensor) -> HashOutput:
-        z = self.trunk(self.normalize(x))
+        return self.output_from_features(self.trunk(self.normalize(x)))
+
+    def output_from_features(self, z: torch.Tensor) -> HashOutput:
+        """Trunk tokens ``Z`` (n, 1+N, D) -> global and local branches and hash layers. With the trunk's
+        final norm an identity, ``forward_from_tokens(frozen_prefix(x, n), n)`` (n <= L-1) equals ``forward(x)``."""
         f_g = self.global_norm(self.global_block(z))[:, 0]
         heads = [self.head.global_fc(f_g)]
         if self.local_stream:
