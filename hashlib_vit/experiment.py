@@ -15,7 +15,7 @@ import torch
 
 from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .errors import ConfigError, DataError, bad_choice
-from .losses import LOSSES, build_loss
+from .losses import LOSSES, TRAINING_FREE, build_loss
 from .models import MODELS, HashModel, build_model
 from .results import RunDir
 from .retrieval import encode, evaluate
@@ -97,8 +97,8 @@ class RunConfig:
         """Check names and values before any data is loaded or any training starts."""
         if self.protocol not in PROTOCOLS:
             raise bad_choice("protocol", self.protocol, PROTOCOLS.names())
-        if self.loss not in LOSSES:
-            raise bad_choice("loss", self.loss, LOSSES.names())
+        if self.loss not in LOSSES and self.loss not in TRAINING_FREE:
+            raise bad_choice("loss", self.loss, LOSSES.names() + TRAINING_FREE.names())
         if self.head not in MODELS:
             raise bad_choice("head", self.head, MODELS.names())
         from .models.backbones import CNN_NAMES, VIT_PRESETS, backbone_choices
@@ -125,7 +125,11 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"data_options {unknown} are not options of protocol={self.protocol!r}'s loader; "
                               f"allowed: {list(allowed)}")
-        unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults))
+        if self.loss in TRAINING_FREE:  # LSH / PCA / ITQ (losses/training_free.py): params, head, bits <= D
+            from .losses.training_free import check_training_free_config
+
+            check_training_free_config(self)
+        unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults)) if self.loss in LOSSES else []
         if unknown:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
                               f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
@@ -248,6 +252,11 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     seed_everything(cfg.seed)
     model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
                         **cfg.model_params)
+    if cfg.loss in TRAINING_FREE:  # no training: fit on the backbone's train features, encode, evaluate
+        from .losses.training_free import run_training_free
+
+        tf = run_training_free(cfg, data, model.to(device), device, rd, topk=topk)
+        return RunResult(cfg, tf.metrics, tf.history, model, data, tf.query_codes, tf.db_codes, rd.path if rd else None)
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
     train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)

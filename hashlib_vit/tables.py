@@ -72,9 +72,12 @@ def _pretraining(metrics: dict, config: dict) -> str:
 
 
 def _training(metrics: dict, config: dict, env: dict) -> str:
+    n_train = (env.get("protocol") or {}).get("train")
+    if metrics.get("training") == "none":  # training-free (LSH / PCA / ITQ): fitted on the train features
+        n_fit = metrics.get("n_fit", n_train)
+        return "none" + (f" (fit on {n_fit} train imgs)" if n_fit else "")
     epochs = metrics.get("epochs", config.get("epochs"))
     parts = [f"{epochs} ep" if epochs is not None else "? ep"]
-    n_train = (env.get("protocol") or {}).get("train")
     if n_train:
         parts.append(f"{n_train} train imgs")
     if config.get("batch_size"):
