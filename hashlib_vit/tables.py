@@ -201,7 +201,7 @@ def wide_table(agg, *, digits: int = 3, mean_over_bits: bool = False) -> "pd.Dat
     protocols = sorted(a["protocol"].unique())
     cols = [(p, b) for p in protocols for b in _bits_order(a.loc[a["protocol"] == p, "bits"].unique())]
     t = t.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["protocol", "bits"])).fillna("")
-    return t
+    return t[(t != "").any(axis=1)]  # pivot_table(dropna=False) makes every combination of the row keys
 
 
 # ----------------------------------------------------------------------------- the papers' numbers

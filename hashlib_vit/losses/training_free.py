@@ -275,13 +275,15 @@ class ITQ(PCASign):
         super()._fit(x)
         v = PCASign._project(self, x)
         r = random_orthogonal(self.bits, np.random.default_rng(self.seed))
-        history = [float(np.sum((_sign(v @ r) - v @ r) ** 2))]
+        z = v @ r
+        b = _sign(z).astype(np.float64)  # B = sign(V R)
+        history = [float(np.sum((b - z) ** 2))]
         for _ in range(int(self.params["iterations"])):
-            b = _sign(v @ r).astype(np.float64)
             s, _, s_hat_t = np.linalg.svd(b.T @ v)  # B^T V = S Omega S_hat^T
             r = s_hat_t.T @ s.T  # R = S_hat S^T
             z = v @ r
-            history.append(float(np.sum((_sign(z) - z) ** 2)))
+            b = _sign(z).astype(np.float64)
+            history.append(float(np.sum((b - z) ** 2)))
         self.R = r
         self.loss_history = history
 
