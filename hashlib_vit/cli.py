@@ -99,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                 for name, p in PROTOCOLS.items():
                     print(f"{name:14s} {p.description}")
             elif args.what == "losses":
-                from .losses import LOSSES
+                from .losses import LOSSES, TRAINING_FREE
 
                 for name, cls in LOSSES.items():
+                    print(f"{name:12s} {cls.defaults}")
+                print("\ntraining-free (fitted on the backbone's features; no training):")
+                for name, cls in TRAINING_FREE.items():
                     print(f"{name:12s} {cls.defaults}")
             elif args.what == "heads":
                 from .models import MODELS

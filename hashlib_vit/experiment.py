@@ -15,7 +15,7 @@ import torch
 
 from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .errors import ConfigError, DataError, bad_choice
-from .losses import LOSSES, build_loss
+from .losses import LOSSES, TRAINING_FREE, build_loss
 from .models import MODELS, HashModel, build_model
 from .results import RunDir
 from .retrieval import encode, evaluate
@@ -102,8 +102,8 @@ class RunConfig:
         """Check names and values before any data is loaded or any training starts."""
         if self.protocol not in PROTOCOLS:
             raise bad_choice("protocol", self.protocol, PROTOCOLS.names())
-        if self.loss not in LOSSES:
-            raise bad_choice("loss", self.loss, LOSSES.names())
+        if self.loss not in LOSSES and self.loss not in TRAINING_FREE:
+            raise bad_choice("loss", self.loss, LOSSES.names() + TRAINING_FREE.names())
         if self.head not in MODELS:
             raise bad_choice("head", self.head, MODELS.names())
         from .models.backbones import check_backbone_name
@@ -126,7 +126,11 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"data_options {unknown} are not options of protocol={self.protocol!r}'s loader; "
                               f"allowed: {list(allowed)}")
-        unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults))
+        if self.loss in TRAINING_FREE:  # LSH / PCA / ITQ (losses/training_free.py): params, head, bits <= D
+            from .losses.training_free import check_training_free_config
+
+            check_training_free_config(self)
+        unknown = sorted(set(self.loss_params) - set(LOSSES.get(self.loss).defaults)) if self.loss in LOSSES else []
         if unknown:
             raise ConfigError(f"loss_params {unknown} are not hyper-parameters of loss={self.loss!r}; "
                               f"allowed: {sorted(LOSSES.get(self.loss).defaults)}")
@@ -262,6 +266,24 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     seed_everything(cfg.seed)  # the model (and its weights) is built before the run directory is touched
     model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
                         **cfg.model_params)
+    train_model, cache, loss = model, None, None
+    if cfg.loss not in TRAINING_FREE:  # loss, transforms and any feature cache: before the run directory is touched
+        loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
+        tr_tf, ev_tf = transforms_for(protocol, model)
+        if cfg.freeze_blocks:
+            from .models.partial import freeze_prefix
+
+            n_frozen = freeze_prefix(model, cfg.freeze_blocks)
+        if cfg.feature_cache:  # train the last blocks + head on cached block-N tokens (data/feature_cache.py)
+            from .data.feature_cache import cached_training
+
+            train_batches, train_model, cache = cached_training(
+                model, n_frozen, data.train, split_checksum=data.checksums.get("train", ""), train_tf=tr_tf,
+                eval_tf=ev_tf, batch_size=cfg.batch_size, views=cfg.cache_views, seed=cfg.seed,
+                n_views=getattr(loss, "n_views", 1), cache_dir=resolve_path(cfg.cache_dir), device=device,
+                progress=cfg.progress)
+        else:
+            train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
     fingerprint = {"split_checksums": data.checksums, "config": cfg.fingerprint()}
     rd = None
     if run_path is not None and dist_info.is_main:  # only rank 0 writes the run directory
@@ -276,25 +298,13 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                 ckpt_path.unlink()  # a fresh run never resumes an older run's checkpoint
         rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device),
                                       "world_size": dist_info.world_size})
-    loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
-    tr_tf, ev_tf = transforms_for(protocol, model)
-    train_model, cache = model, None
-    if cfg.freeze_blocks:
-        from .models.partial import freeze_prefix
+    if cfg.loss in TRAINING_FREE:  # no training: fit on the backbone's train features, encode, evaluate
+        from .losses.training_free import run_training_free
 
-        n_frozen = freeze_prefix(model, cfg.freeze_blocks)
-    if cfg.feature_cache:  # train the last blocks + head on cached block-N tokens (data/feature_cache.py)
-        from .data.feature_cache import cached_training
-
-        train_batches, train_model, cache = cached_training(
-            model, n_frozen, data.train, split_checksum=data.checksums.get("train", ""), train_tf=tr_tf,
-            eval_tf=ev_tf, batch_size=cfg.batch_size, views=cfg.cache_views, seed=cfg.seed,
-            n_views=getattr(loss, "n_views", 1), cache_dir=resolve_path(cfg.cache_dir), device=device,
-            progress=cfg.progress)
-        if rd:
-            rd.write_json("feature_cache.json", cache.info())
-    else:
-        train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
+        tf = run_training_free(cfg, data, model.to(device), device, rd, topk=topk)
+        return RunResult(cfg, tf.metrics, tf.history, model, data, tf.query_codes, tf.db_codes, rd.path if rd else None)
+    if cache is not None and rd:
+        rd.write_json("feature_cache.json", cache.info())
     if getattr(loss, "n_views", 1) > 1 and cache is None:  # e.g. HSC two-view SupCon: each image twice, same index
         from .data.views import MultiViewBatches
 

@@ -288,10 +288,10 @@ def _registry_check(name: str, value: Any) -> str | None:
         if value not in PROTOCOLS:
             return f"is not a known protocol; allowed: {', '.join(sorted(PROTOCOLS.names()))}"
     elif name == "loss":
-        from .losses import LOSSES
+        from .losses import LOSSES, TRAINING_FREE
 
-        if value not in LOSSES:
-            return f"is not a known loss; allowed: {', '.join(sorted(LOSSES.names()))}"
+        if value not in LOSSES and value not in TRAINING_FREE:
+            return f"is not a known loss; allowed: {', '.join(sorted(LOSSES.names() + TRAINING_FREE.names()))}"
     elif name == "head":
         from .models import MODELS
 

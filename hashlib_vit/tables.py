@@ -72,9 +72,12 @@ def _pretraining(metrics: dict, config: dict) -> str:
 
 
 def _training(metrics: dict, config: dict, env: dict) -> str:
+    n_train = (env.get("protocol") or {}).get("train")
+    if metrics.get("training") == "none":  # training-free (LSH / PCA / ITQ): fitted on the train features
+        n_fit = metrics.get("n_fit", n_train)
+        return "none" + (f" (fit on {n_fit} train imgs)" if n_fit else "")
     epochs = metrics.get("epochs", config.get("epochs"))
     parts = [f"{epochs} ep" if epochs is not None else "? ep"]
-    n_train = (env.get("protocol") or {}).get("train")
     if n_train:
         parts.append(f"{n_train} train imgs")
     if config.get("batch_size"):
@@ -198,7 +201,7 @@ def wide_table(agg, *, digits: int = 3, mean_over_bits: bool = False) -> "pd.Dat
     protocols = sorted(a["protocol"].unique())
     cols = [(p, b) for p in protocols for b in _bits_order(a.loc[a["protocol"] == p, "bits"].unique())]
     t = t.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["protocol", "bits"])).fillna("")
-    return t
+    return t[(t != "").any(axis=1)]  # pivot_table(dropna=False) makes every combination of the row keys
 
 
 # ----------------------------------------------------------------------------- the papers' numbers

@@ -13,6 +13,7 @@ from .greedyhash import GreedyHashLoss
 from .hashnet import HashNetLoss
 from .hsc import HSCLoss
 from .orthohash import OrthoHashLoss
+from .training_free import TRAINING_FREE, build_training_free  # LSH / PCA / ITQ: fitted on features, no training
 
 LOSSES: Registry[type[HashLoss]] = Registry("loss")
 LOSSES.register("dpsh", DPSHLoss)
@@ -37,5 +38,5 @@ def build_loss(name: str, bits: int, num_classes: int, multi_label: bool = False
     return cls(bits, num_classes, multi_label, **hparams)
 
 
-__all__ = ["LOSSES", "build_loss", "HashLoss", "PairwiseLoss", "LossResult", "pair_similarity", "off_diagonal_mask",
-           "balanced_pair_weights"]
+__all__ = ["LOSSES", "TRAINING_FREE", "build_loss", "build_training_free", "HashLoss", "PairwiseLoss", "LossResult",
+           "pair_similarity", "off_diagonal_mask", "balanced_pair_weights"]
