@@ -101,13 +101,9 @@ class RunConfig:
             raise bad_choice("loss", self.loss, LOSSES.names())
         if self.head not in MODELS:
             raise bad_choice("head", self.head, MODELS.names())
-        from .models.backbones import CNN_NAMES, VIT_PRESETS, backbone_choices
+        from .models.backbones import check_backbone_name
 
-        if self.backbone not in VIT_PRESETS and self.backbone not in CNN_NAMES:
-            import timm
-
-            if self.backbone not in timm.list_models():
-                raise bad_choice("backbone", self.backbone, backbone_choices())
+        check_backbone_name(self.backbone)  # presets, CNNs, timm names with or without a pretrained tag
         for name in ("bits", "epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -285,6 +281,9 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         what = f"the {protocol.name} protocol's mAP cut-off" if cfg.topk == "protocol" else "the topk parameter"
         raise DataError(f"topk={topk!r} ({what}) must be an integer in 1..{n_db}, the size of the database that "
                         "was loaded; pass topk=None to rank the whole database")  # checked before any training
+    seed_everything(cfg.seed)  # the model (and its weights) is built before the run directory is touched
+    model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
+                        **cfg.model_params)
     fingerprint = {"split_checksums": data.checksums, "config": cfg.fingerprint()}
     rd = None
     if run_path is not None and dist_info.is_main:  # only rank 0 writes the run directory
@@ -299,9 +298,6 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                 ckpt_path.unlink()  # a fresh run never resumes an older run's checkpoint
         rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device),
                                       "world_size": dist_info.world_size})
-    seed_everything(cfg.seed)
-    model = build_model(cfg.backbone, cfg.bits, cfg.head, img_size=cfg.img_size, weights=cfg.weights,
-                        **cfg.model_params)
     loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
     tr_tf, ev_tf = transforms_for(protocol, model)
     train_batches = make_batches(data.train, cfg.batch_size, tr_tf, train=True, seed=cfg.seed, device=device)
@@ -332,6 +328,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         env["split_checksums"] = data.checksums
         env["split_seed"] = cfg.split_seed
         env["protocol"] = protocol.summary()
+        env["weights_info"] = model.backbone.weights_info  # source, format, path, sha256, mean/std, ...
         rd.write_json("env.json", env)
 
     t0 = time.perf_counter()
@@ -366,6 +363,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "seed": cfg.seed,
         "split_seed": cfg.split_seed,
         "pretrained": model.backbone.pretrained,
+        "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
         "selection": "last epoch (no model selection on the query set)",
         "final_loss": history["steps"][-1]["loss"],
         "train_time_s": round(train_time, 3),

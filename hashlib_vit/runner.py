@@ -301,13 +301,13 @@ def _registry_check(name: str, value: Any) -> str | None:
         if value not in MODELS:
             return f"is not a known head; allowed: {', '.join(sorted(MODELS.names()))}"
     elif name == "backbone":
-        from .models.backbones import CNN_NAMES, VIT_PRESETS
+        from .errors import ConfigError
+        from .models.backbones import check_backbone_name
 
-        if value not in VIT_PRESETS and value not in CNN_NAMES:
-            import timm
-
-            if value not in timm.list_models():
-                return "is not a ViT preset, CNN name or timm model name (see `hashlib-vit list backbones`)"
+        try:
+            check_backbone_name(value)
+        except ConfigError as err:
+            return f"is not a usable backbone: {err} (see `hashlib-vit list backbones`)"
     return None
 
 

@@ -2,9 +2,10 @@
 
 A :class:`Backbone` maps images (already normalised) to either a token sequence ``(n, T, D)`` after
 the final norm (``kind == "vit"``; token 0 is CLS) or a pooled feature ``(n, D)`` (``kind == "cnn"``).
-Weights: ``weights=None`` (random init: every run on these machines, which have no pretrained
-checkpoints), a local file (``.pth/.bin/.safetensors``), or ``"hub"`` (timm / torchvision download,
-needs network).
+Weights (loaded by :mod:`hashlib_vit.models.weights`): ``weights=None`` (random init: every run on
+these machines, which have no pretrained checkpoints), a local file (timm ``.pth/.bin/.safetensors``,
+Google JAX ``.npz``, torchvision or DINOv2 state dicts), or ``"hub"`` (the timm pretrained tag of the
+name, from the Hugging Face cache, or downloaded when online).
 """
 from __future__ import annotations
 
@@ -48,10 +49,15 @@ def backbone_choices() -> list[str]:
 
 
 class Backbone(nn.Module):
-    """Uniform wrapper: ``forward(x) -> tokens (n,T,D)`` for ViTs or ``pooled (n,D)`` for CNNs."""
+    """Uniform wrapper: ``forward(x) -> tokens (n,T,D)`` for ViTs or ``pooled (n,D)`` for CNNs.
+
+    ``mean``/``std``: the input normalisation (RGB, images in [0, 1]) that goes with the weights, taken
+    from ``weights_info`` (see :func:`hashlib_vit.models.weights.load_weights`: the checkpoint's timm
+    ``pretrained_cfg``, or the format's convention). ``weights_info``: where the weights came from.
+    """
 
     def __init__(self, model: nn.Module, *, name: str, kind: str, feature_dim: int, img_size: int,
-                 mean, std, pretrained: bool, num_prefix_tokens: int = 0):
+                 mean, std, pretrained: bool, num_prefix_tokens: int = 0, weights_info: dict | None = None):
         super().__init__()
         self.model = model
         self.name = name
@@ -62,6 +68,11 @@ class Backbone(nn.Module):
         self.std = tuple(float(v) for v in std)
         self.pretrained = bool(pretrained)
         self.num_prefix_tokens = int(num_prefix_tokens)
+        # where the weights came from (hashlib_vit.models.weights.load_weights): source, name, format, path,
+        # sha256, pretrained_tag, mean, std, pos_embed_resampled_from; source "none" for random init
+        self.weights_info = dict(weights_info) if weights_info else {
+            "source": "none", "name": name, "format": None, "path": None, "sha256": None, "pretrained_tag": None,
+            "mean": list(self.mean), "std": list(self.std), "pos_embed_resampled_from": None}
 
     @property
     def is_vit(self) -> bool:
@@ -84,6 +95,23 @@ class Backbone(nn.Module):
         return self.model(x)
 
 
+def check_backbone_name(name) -> str:
+    """The one check of a backbone name (used by ``create_backbone``, ``RunConfig.validate`` and the runner).
+
+    Valid: a preset (:data:`VIT_PRESETS`), a CNN name (:data:`CNN_NAMES`), any timm architecture
+    (``timm.list_models()``) or a timm name with a pretrained tag (``timm.list_pretrained()``, e.g.
+    ``vit_small_patch14_dinov2.lvd142m``). Returns the name. Raises :class:`ConfigError` with close
+    matches for an unknown name and with the existing tags for an unknown tag of a known architecture.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backbone={name!r} must be a non-empty string (a preset, a CNN name or a timm model name)")
+    if name in VIT_PRESETS or name in CNN_NAMES:
+        return name
+    from .weights import check_timm_name
+
+    return check_timm_name(name, extra=tuple(sorted(VIT_PRESETS)) + CNN_NAMES)
+
+
 def _check_weights(weights) -> str | None:
     if weights in (None, "", "none", "None", False):
         return None
@@ -92,87 +120,59 @@ def _check_weights(weights) -> str | None:
     p = Path(os.path.expanduser(str(weights)))
     if not p.is_file():
         raise ConfigError(
-            f"weights={weights!r}: no such file. Give a local checkpoint (.pth/.bin/.safetensors), "
-            "'hub' to download through timm/torchvision (needs network), or None to train from scratch."
+            f"weights={weights!r}: no such file. Give a local checkpoint (.pth/.bin/.safetensors, a Google JAX .npz, "
+            "a torchvision or DINOv2 state dict), 'hub' for the timm pretrained tag (Hugging Face cache, or "
+            "download when online), or None to train from scratch."
         )
     return str(p)
 
 
-def _load_state_file(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        sd = load_file(path)
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
-
-
-def _hub_error(name: str, err: Exception | str) -> ConfigError:
-    why = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-    how = (f"torchvision.models.{name}(weights='DEFAULT')" if name == "alexnet"
-           else f"timm.create_model({name!r}, pretrained=True)")
-    return ConfigError(
-        f"could not fetch pretrained weights for backbone {name!r} ({why}). "
-        f"Offline? Download the checkpoint on a machine with network (e.g. {how} "
-        "and save its state_dict) and pass weights='/path/to/file.pth', or use weights=None to train from scratch."
-    )
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
 def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0) -> Backbone:
-    """Build a backbone by name (a preset, a CNN name, or any timm model name)."""
+    """Build a backbone by name (a preset, a CNN name, or any timm model name with or without tag) and
+    load its weights with :func:`hashlib_vit.models.weights.load_weights`.
+
+    ``img_size`` (px): the input size (default: the preset's / timm's); a checkpoint made at another
+    size gets its position embedding resampled. ``weights``: None, ``"hub"`` or a local file (any format
+    of :mod:`hashlib_vit.models.weights`). The returned Backbone's ``mean``/``std`` and ``weights_info``
+    come from the weights (see ``load_weights``); presets without weights use 0.5/0.5, timm models
+    without weights the tag's ``pretrained_cfg``. Raises :class:`ConfigError` for an unknown name, a
+    missing or unusable weights file, hub weights for a preset, or unreachable hub weights.
+    """
     import timm
 
+    from .weights import load_weights
+
+    name = check_backbone_name(name)
     weights = _check_weights(weights)
     if name in VIT_PRESETS:
         p = VIT_PRESETS[name]
         size = img_size or p.img_size
+        if weights == "hub":
+            raise ConfigError(f"backbone {name!r} is a local preset with no hub weights; use a file or None")
         model = timm.models.vision_transformer.VisionTransformer(
             img_size=size, patch_size=p.patch_size, embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads,
             mlp_ratio=p.mlp_ratio, num_classes=0, drop_path_rate=drop_path_rate, **p.kwargs)
-        if weights == "hub":
-            raise ConfigError(f"backbone {name!r} is a local preset with no hub weights; use a file or None")
-        if weights:
-            _load_into(model, _load_state_file(weights), name, weights)
+        model.pretrained_cfg = {}  # a preset has no timm pretrained_cfg: 0.5/0.5 unless the weights say otherwise
+        info = load_weights(model, weights, name=name, default_mean=(0.5, 0.5, 0.5), default_std=(0.5, 0.5, 0.5))
         return Backbone(model, name=name, kind="vit", feature_dim=p.embed_dim, img_size=size,
-                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=bool(weights), num_prefix_tokens=1)
+                        mean=info["mean"], std=info["std"], pretrained=bool(weights), num_prefix_tokens=1,
+                        weights_info=info)
     if name == "alexnet":
         return _alexnet(weights, img_size or 224)
-    if name not in timm.list_models() and name not in timm.list_pretrained():
-        raise ConfigError(f"backbone={name!r} is not a preset, a CNN name or a timm model; allowed: "
-                          + ", ".join(backbone_choices()))
     kwargs = dict(num_classes=0, drop_path_rate=drop_path_rate)
     is_vit = name.startswith(("vit_", "deit", "eva", "beit"))
     if img_size and is_vit:
         kwargs["img_size"] = img_size
-    try:
-        if weights == "hub":
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        elif weights:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=weights), **kwargs)
-        else:
-            model = timm.create_model(name, pretrained=False, **kwargs)
-    except ConfigError:
-        raise
-    except Exception as err:  # network / hub errors surface as many types
-        if weights == "hub":
-            raise _hub_error(name, err) from err
-        raise
+    model = timm.create_model(name, pretrained=False, **kwargs)
     cfg = timm.data.resolve_data_config({}, model=model)
+    info = load_weights(model, weights, name=name, default_mean=cfg["mean"], default_std=cfg["std"])
     size = img_size or int(cfg["input_size"][-1])
     if is_vit and hasattr(model, "blocks"):
         return Backbone(model, name=name, kind="vit", feature_dim=model.num_features, img_size=size,
-                        mean=cfg["mean"], std=cfg["std"], pretrained=bool(weights),
-                        num_prefix_tokens=getattr(model, "num_prefix_tokens", 1))
+                        mean=info["mean"], std=info["std"], pretrained=bool(weights),
+                        num_prefix_tokens=getattr(model, "num_prefix_tokens", 1), weights_info=info)
     return Backbone(model, name=name, kind="cnn", feature_dim=model.num_features, img_size=size,
-                    mean=cfg["mean"], std=cfg["std"], pretrained=bool(weights))
+                    mean=info["mean"], std=info["std"], pretrained=bool(weights), weights_info=info)
 
 
 def _load_into(model: nn.Module, sd: dict, name: str, path: str, drop=("head.",)) -> None:
@@ -201,18 +201,27 @@ class _AlexNetFeatures(nn.Module):
 def _alexnet(weights, img_size: int) -> Backbone:
     import torchvision
 
+    from .weights import file_sha256, hub_error, none_info, offline, read_state_dict
+
+    info = none_info("alexnet", IMAGENET_MEAN, IMAGENET_STD, "torchvision ImageNet mean/std")
     if weights == "hub":
         url = torchvision.models.AlexNet_Weights.DEFAULT.url
         cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-        if _offline() and not cached.is_file():  # torchvision ignores HF_HUB_OFFLINE: never download then
-            raise _hub_error("alexnet", f"HF_HUB_OFFLINE is set and {cached} is not in the torch hub cache")
+        if offline() and not cached.is_file():  # torchvision ignores HF_HUB_OFFLINE: never download then
+            raise hub_error("alexnet", f"HF_HUB_OFFLINE is set and {cached} is not in the torch hub cache")
+        source = "hf-cache" if cached.is_file() else "hub"
         try:
             net = torchvision.models.alexnet(weights="DEFAULT")
         except Exception as err:
-            raise _hub_error("alexnet", err) from err
+            raise hub_error("alexnet", f"{type(err).__name__}: {err}") from err
+        info.update(source=source, format="torchvision", container="torch-zip", path=str(cached),
+                    sha256=file_sha256(cached), hf_repo=url, pretrained_tag="DEFAULT")
     else:
         net = torchvision.models.alexnet(weights=None)
         if weights:
-            _load_into(net, _load_state_file(weights), "alexnet", weights, drop=())
+            sd, container = read_state_dict(weights)
+            _load_into(net, sd, "alexnet", weights, drop=())
+            info.update(source="file", format="torchvision", container=container, path=str(Path(weights).resolve()),
+                        sha256=file_sha256(weights))
     return Backbone(_AlexNetFeatures(net), name="alexnet", kind="cnn", feature_dim=4096, img_size=img_size,
-                    mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=bool(weights))
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=bool(weights), weights_info=info)
