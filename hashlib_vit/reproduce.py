@@ -429,7 +429,9 @@ def check_weights_spec(weights, backbone: str) -> str | None:
         if not tagged:
             return (f"weights='hub' with backbone={backbone!r}: timm knows no pretrained weights of that name "
                     f"(known tags: {', '.join(timm.list_pretrained(_arch(backbone) + '.*')) or 'none'})")
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        from .models.weights import offline
+
+        if offline():
             return _offline_hub_problem(backbone)
         return None
     path = resolve_path(str(weights))
@@ -440,23 +442,20 @@ def check_weights_spec(weights, backbone: str) -> str | None:
 
 
 def _offline_hub_problem(backbone: str) -> str | None:
-    """With HF_HUB_OFFLINE set: None when the Hugging Face cache holds the weights timm will ask for."""
+    """With HF_HUB_OFFLINE set: None when the Hugging Face (or torch hub) cache holds the file timm will load,
+    looked up exactly as the run will (:func:`hashlib_vit.models.weights.find_hub_file`, local files only)."""
     import timm
-    from huggingface_hub import constants, try_to_load_from_cache
+    import torch
 
-    cfg = timm.models.get_pretrained_cfg(backbone)
-    if cfg is None:  # an untagged architecture: timm's default tag
-        name = timm.list_pretrained(backbone + ".*")[0]
-        cfg = timm.models.get_pretrained_cfg(name)
-    repo = getattr(cfg, "hf_hub_id", None)
-    if not repo:
-        return None  # not a Hugging Face download (timm url / torchvision): cannot be checked offline here
-    for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
-        if isinstance(try_to_load_from_cache(repo, filename), str):
-            return None
-    return (f"weights='hub' for backbone={backbone!r}: HF_HUB_OFFLINE is set and the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}) has no model.safetensors / pytorch_model.bin of {repo!r}; download it on a "
-            f"machine with network or pass a local file (--weights {_arch(backbone)}=PATH)")
+    from .models.weights import find_hub_file
+
+    with torch.device("meta"):
+        model = timm.create_model(backbone, pretrained=False, num_classes=0)
+    try:
+        find_hub_file(model, backbone)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def check_data(cfg) -> str | None:
