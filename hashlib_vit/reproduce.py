@@ -12,7 +12,7 @@ A table (:data:`TABLES`) names a grid file in ``configs/grids/`` (the papers' re
 
 1. loads the grid (:func:`hashlib_vit.runner.load_grid`) and applies the pass-through options to every
    run: ``weights`` (one spec, or ``BACKBONE=SPEC`` per backbone), ``data_root`` (one folder, or
-   ``PROTOCOL=FOLDER``), ``sets`` (``--set name=value``: a notebook parameter when the notebook declares
+   ``PROTOCOL=FOLDER``, where ``cifar10=`` also serves ``cifar10-1``/``cifar10-2``), ``sets`` (``--set name=value``: a notebook parameter when the notebook declares
    it, else a RunConfig field put into the run's ``overrides``);
 2. validates before anything is written: the grid's parameters against each notebook
    (:func:`hashlib_vit.runner.validate_grid`, ``overrides`` included), then every run's RunConfigs as the
@@ -275,6 +275,20 @@ def _split_sizes(n: int, groups: int) -> list[range]:
     return [range(q + (1 if i < rem else 0)) for i in range(max(groups, 1))]
 
 
+def one_device(rows: list[Throughput], device: str | None = None) -> list[Throughput]:
+    """The rows of one device, so that every estimate of a plan uses the same GPU: those whose device name
+    contains ``device``, else (``device=None``) those of the device with the most rows (ties: the later)."""
+    if device:
+        return [r for r in rows if device.lower() in r.device.lower()]
+    if not rows:
+        return []
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.device] = counts.get(r.device, 0) + 1
+    best = max(reversed(list(counts)), key=lambda d: counts[d])
+    return [r for r in rows if r.device == best]
+
+
 @dataclass
 class Rate:
     train_img_s: float
@@ -290,8 +304,7 @@ def lookup_rate(rows: list[Throughput], backbone: str, head: str, aem: bool, img
     FLOPs, scaled by the FLOPs ratio (``rate_row * flops_row / flops_target``, the same for training and
     encoding); else None (nothing measured, or a CNN without its own row). ``device``: only rows whose
     device contains this text."""
-    if device:
-        rows = [r for r in rows if device.lower() in r.device.lower()]
+    rows = one_device(rows, device)
     if not rows:
         return None
     size = img_size or default_img_size(backbone)
@@ -545,6 +558,7 @@ def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = Non
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
     from .experiment import RunConfig
     from .runner import notebook_parameters
+    from .tables import family_of
 
     w_all, w_by = _by_key(weights, "--weights")
     d_all, d_by = _by_key(data_root, "--data-root")
@@ -568,8 +582,9 @@ def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = Non
             r.params["weights"] = None if (spec := w_by.get(backbone, w_by.get(_arch(str(backbone)), w_all))) in (
                 "none", "None", "") else spec
         protocol = r.params.get("protocol", default("protocol"))
-        if d_all is not None or protocol in d_by:
-            r.params["data_root"] = d_by.get(protocol, d_all)
+        family = family_of(str(protocol))  # cifar10=DIR also serves cifar10-1 / cifar10-2
+        if d_all is not None or protocol in d_by or family in d_by:
+            r.params["data_root"] = d_by.get(protocol, d_by.get(family, d_all))
 
 
 def _literal(text):
@@ -713,6 +728,6 @@ def main_from_args(args) -> int:
 
 
 __all__ = ["PaperTable", "TABLES", "Throughput", "Estimate", "get_table", "list_tables", "read_throughput",
-           "vit_shape", "vit_forward_flops", "lookup_rate", "estimate_config", "notebook_run_configs",
+           "vit_shape", "vit_forward_flops", "one_device", "lookup_rate", "estimate_config", "notebook_run_configs",
            "check_weights_spec", "check_data", "apply_options", "parse_sets", "plan", "paper_table", "reproduce",
            "THROUGHPUT_COLUMNS"]

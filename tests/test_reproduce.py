@@ -84,13 +84,16 @@ def test_runner_validates_overrides_before_anything_runs(tmp_path):
 
 def test_set_weights_and_data_root_pass_through(tmp_path):
     g = load_grid(_grid(tmp_path, {"backbone": "vit32_test"},
-                        {"data": [{"name": "d", "protocol": "digits"}, {"name": "c", "protocol": "cifar10"}]}))
+                        {"data": [{"name": "d", "protocol": "digits"}, {"name": "c", "protocol": "cifar10"},
+                                  {"name": "c2", "protocol": "cifar10-2"}]}))
     apply_options(g, weights=["vit32_test=w.pth"], data_root=["cifar10=/x/c10"],
                   sets=parse_sets(["epochs=1", "warmup_steps=0", 'data_options={"missing": "skip"}']))
-    d, c = g.runs
+    d, c, c2 = g.runs
     assert d.params["epochs"] == 1 and d.params["overrides"] == {"warmup_steps": 0}  # not a notebook parameter
     assert d.params["data_options"] == {"missing": "skip"} and d.params["weights"] == "w.pth"
-    assert "data_root" not in d.params and c.params["data_root"] == "/x/c10"
+    assert "data_root" not in d.params and c.params["data_root"] == c2.params["data_root"] == "/x/c10"
+    apply_options(g, weights=["none"], data_root=["/y"])
+    assert [r.params["weights"] for r in g.runs] == [None] * 3 and {r.params["data_root"] for r in g.runs} == {"/y"}
     with pytest.raises(ConfigError, match="--set nonsense: neither a parameter of 02_transhash.ipynb nor a RunConfig"):
         apply_options(g, sets={"nonsense": 1})
 
@@ -171,6 +174,14 @@ def test_estimate_uses_an_exact_row_scales_the_nearest_or_says_unknown(tmp_path)
     assert nothing.seconds is None and nothing.basis == "unknown: no measured throughput"
     nus = estimate_config(RunConfig(protocol="nuswide81", backbone="vit_base_patch16_224", epochs=1), rows)
     assert nus.seconds is None and "does not document its database size" in nus.basis
+    # two devices: one plan uses one of them (the one with more rows unless --device says otherwise)
+    two = read_throughput(_throughput(tmp_path, [
+        {"backbone": "vit_base_patch16_224", "img_size": 224, "train_img_s": 1000, "encode_img_s": 5000},
+        {"device": "GPU-Y", "backbone": "vit_base_patch16_224", "img_size": 224, "train_img_s": 3000,
+         "encode_img_s": 9000},
+        {"device": "GPU-Y", "backbone": "vit32_small", "img_size": 32, "train_img_s": 20000, "encode_img_s": 60000}]))
+    assert estimate_config(cfg, two).seconds == pytest.approx(50_000 / 3000 + 110_000 / 9000)
+    assert estimate_config(cfg, two, device="gpu-x").seconds == pytest.approx(50_000 / 1000 + 110_000 / 5000)
 
 
 def test_throughput_table_is_checked(tmp_path):
