@@ -160,6 +160,20 @@ def test_dinov2_facebookresearch_layout(tmp_path, arch):
     assert info["format"] == "dinov2" and bb.mean == pytest.approx((0.485, 0.456, 0.406))
 
 
+def test_cnn_state_dict_and_standin_determinism(tmp_path):
+    a, b = standin_state_dict(PRESET, seed=0), standin_state_dict(PRESET, seed=1)
+    assert torch.equal(a["pos_embed"], standin_state_dict(PRESET, seed=0)["pos_embed"])
+    assert not torch.equal(a["pos_embed"], b["pos_embed"])
+    path = tmp_path / "r18.pth"  # a CNN checkpoint with its 1000-class classifier, wrapped as {"model": ...}
+    sd = standin_state_dict("resnet18", seed=2)
+    torch.save({"model": {**sd, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}}, path)
+    bb = create_backbone("resnet18", img_size=32, weights=str(path))
+    msd = bb.model.state_dict()
+    assert torch.equal(msd["conv1.weight"], sd["conv1.weight"]) and torch.equal(msd["layer4.1.bn2.bias"],
+                                                                             sd["layer4.1.bn2.bias"])
+    assert bb.kind == "cnn" and bb.weights_info["format"] == "timm" and "fc.weight" not in msd
+
+
 # ----------------------------------------------------------------------------- model families
 def test_mgvt_branches_start_from_the_loaded_last_block(files):
     path = files["npz"]
@@ -344,19 +358,21 @@ def test_empty_truncated_and_unknown_files(files, tmp_path):
 
 
 def test_file_for_another_architecture(tmp_path):
-    tiny = write_standin_checkpoint(TINY, tmp_path / "vit_tiny.pth", "pth", img_size=32)
-    msg = _raises(tiny, ["another architecture", "backbone 'vit_small_patch16_224'", "width 384",
-                         "the file has depth 12, width 192, patch 16", "looks like vit_tiny_patch16_32",
-                         "patch_embed.proj.weight: file (192, 3, 16, 16) vs backbone (384, 3, 16, 16)"],
-                  name="vit_small_patch16_224", img_size=32)
+    small = write_standin_checkpoint("vit32_small", tmp_path / "small.pth", "pth")  # patch 4 like vit32_tiny
+    msg = _raises(small, ["another architecture than backbone 'vit32_tiny'", "expected depth 4, width 96, patch 4",
+                          "the file has depth 6, width 192, patch 4, img_size 32 (looks like vit32_small)",
+                          "patch_embed.proj.weight: file (192, 3, 4, 4) vs backbone (96, 3, 4, 4)",
+                          "not in the backbone: ['blocks.4."], name="vit32_tiny")
     assert "format found: timm" in msg
-    npz = write_standin_checkpoint(TINY, tmp_path / "vit_tiny.npz", "npz", img_size=32)
-    _raises(npz, ["format found: jax-npz", "another architecture", "width 192 vs 384", "heads 3 vs 6",
-                  "looks like vit_tiny_patch16_32"], name="vit_small_patch16_224", img_size=32)
-    deeper = write_standin_checkpoint("vit32_tiny", tmp_path / "tiny.safetensors", "safetensors")
-    _raises(deeper, ["format found: safetensors", "patch size (4, 4)", "uses (8, 8)", "looks like vit32_tiny"])
-    deeper_npz = write_standin_checkpoint("vit32_tiny", tmp_path / "tiny.npz", "npz")
-    _raises(deeper_npz, ["format found: jax-npz", "patch 4 vs 8", "depth 4 vs 2"])
+    npz = write_standin_checkpoint("vit32_small", tmp_path / "small.npz", "npz")
+    _raises(npz, ["format found: jax-npz", "another architecture", "width 192 vs 96", "depth 6 vs 4"],
+            name="vit32_tiny")
+    tiny = write_standin_checkpoint(TINY, tmp_path / "tiny.safetensors", "safetensors", img_size=32)
+    _raises(tiny, ["format found: safetensors", "patch size (16, 16)", "uses (8, 8)",
+                   "depth 12, width 192, patch 16, img_size 32 (looks like vit_tiny_patch16_32)"])
+    tiny_npz = write_standin_checkpoint(TINY, tmp_path / "tiny.npz", "npz", img_size=32)
+    _raises(tiny_npz, ["format found: jax-npz", "patch 16 vs 8", "width 192 vs 32", "depth 12 vs 2", "heads 3 vs 2",
+                       "looks like vit_tiny_patch16_32"])
 
 
 def test_preset_with_hub_and_missing_file(tmp_path):

@@ -11,7 +11,7 @@ import inspect
 from ..errors import ConfigError
 from ..registry import Registry
 from .aem import AEM, attach_aem, parse_aem
-from .backbones import VIT_PRESETS, Backbone, backbone_choices, create_backbone
+from .backbones import VIT_PRESETS, Backbone, backbone_choices, check_backbone_name, create_backbone
 from .hashmodel import HashModel, HashOutput, sign_codes
 from .hcl import build_hcl
 from .heads import ClsLinearHead, VtsMlpHead
@@ -60,5 +60,5 @@ def build_model(backbone: str = "vit32_tiny", bits: int = 32, head: str = "cls_l
     return builder(bb, bits, **params)
 
 
-__all__ = ["MODELS", "build_model", "create_backbone", "Backbone", "HashModel", "HashOutput", "sign_codes",
+__all__ = ["MODELS", "build_model", "create_backbone", "check_backbone_name", "Backbone", "HashModel", "HashOutput", "sign_codes",
            "VIT_PRESETS", "backbone_choices", "ClsLinearHead", "VtsMlpHead", "MGVT", "AEM", "attach_aem"]

@@ -51,7 +51,13 @@ STANDIN_FORMATS = ("pth", "bin", "safetensors", "npz", "torchvision", "dinov2")
 
 
 def _build(arch: str, img_size: int | None):
-    """The bare timm network (num_classes=0) of a preset or a timm name (tag allowed)."""
+    """The bare timm network (num_classes=0) of a preset or a timm name (tag allowed), on the ``meta``
+    device: shapes, names and config only, no memory and no initialisation cost."""
+    with torch.device("meta"):
+        return _build_now(arch, img_size)
+
+
+def _build_now(arch: str, img_size: int | None):
     import timm
 
     from .backbones import VIT_PRESETS
@@ -70,7 +76,7 @@ def _build(arch: str, img_size: int | None):
 def standin_state_dict(arch: str, seed: int = 0, img_size: int | None = None) -> dict[str, torch.Tensor]:
     """Seeded random timm-layout state dict of ``arch`` (a preset or a timm name) at ``img_size`` px.
 
-    Every float tensor is ``0.02 * N(0, 1)`` from ``torch.Generator().manual_seed(seed)`` in the order of
+    Every float tensor is ``0.02 * N(0, 1)`` (integer buffers: zeros) from ``torch.Generator().manual_seed(seed)`` in the order of
     the model's ``state_dict()`` (float32, CPU); same ``(arch, seed, img_size)`` -> same tensors. No head.
     """
     model = _build(arch, img_size)
@@ -79,8 +85,8 @@ def standin_state_dict(arch: str, seed: int = 0, img_size: int | None = None) ->
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             out[k] = (torch.randn(v.shape, generator=g) * 0.02).to(torch.float32).contiguous()
-        else:
-            out[k] = v.clone()
+        else:  # integer buffers (e.g. BatchNorm's num_batches_tracked of a CNN): zeros
+            out[k] = torch.zeros(v.shape, dtype=v.dtype)
     return out
 
 
@@ -234,10 +240,9 @@ def make_fake_hf_cache(cache_dir: str | os.PathLike, name_with_tag: str, *, seed
     ``HF_HUB_OFFLINE=1``. Returns the snapshot's ``model.safetensors`` path. Raises :class:`ConfigError`
     when the name has no ``hf_hub_id`` in timm.
     """
-    import timm
     from safetensors.torch import save_file
 
-    model = timm.create_model(name_with_tag, pretrained=False, num_classes=0)
+    model = _build(name_with_tag, None)
     cfg = dict(model.pretrained_cfg)
     hf_id = cfg.get("hf_hub_id")
     if not hf_id:

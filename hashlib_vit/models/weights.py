@@ -139,11 +139,11 @@ def check_timm_name(name: str, extra: tuple[str, ...] = ()) -> str:
                           + (", ".join(tags) if tags else "none (no pretrained weights in timm)")
                           + f"; or use the untagged {arch!r}")
     close = difflib.get_close_matches(name, sorted(models | pretrained | set(extra)), n=5, cutoff=0.6)
-    raise ConfigError(f"backbone={name!r} is not a known value (not a preset, a CNN name or a timm model"
-                      f"{' name with a pretrained tag' if tag else ''}); "
-                      + (f"close matches: {', '.join(close)}" if close else "no close match")
-                      + (f"; presets and CNNs: {', '.join(extra)}" if extra else "")
-                      + "; any name of timm.list_models() / timm.list_pretrained() is allowed")
+    raise ConfigError(f"backbone={name!r} is not a known value; allowed: "
+                      + (", ".join(extra) + ", " if extra else "")
+                      + "any timm model name with or without a pretrained tag (timm.list_models(), "
+                        "timm.list_pretrained()); "
+                      + (f"close matches: {', '.join(close)}" if close else "no close match"))
 
 
 # ----------------------------------------------------------------------------- format detection
@@ -620,11 +620,12 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | None, *, name: s
     without a timm ``pretrained_cfg`` (the presets).
 
     Returns ``weights_info`` (see the module docstring). ``mean``/``std`` (RGB, for images in [0, 1]) come
-    from, in order: the ``config.json`` of a Hugging Face snapshot (the checkpoint's own timm
-    ``pretrained_cfg``); the convention of the format (Google JAX npz: 0.5/0.5, Dosovitskiy et al. 2021
-    code; torchvision and DINOv2: ImageNet mean/std); timm's ``pretrained_cfg`` of the backbone name's tag
-    (augreg / orig_in21k: 0.5/0.5); ``default_mean/std``. Raises :class:`ConfigError` for every unusable
-    source (see the module docstring).
+    from, in order: the convention of the format (Google JAX npz: 0.5/0.5 as in the code of Dosovitskiy
+    et al., ICLR 2021; torchvision and DINOv2: ImageNet mean/std); the ``config.json`` next to a timm-layout
+    file, as in a Hugging Face snapshot (the checkpoint's own timm ``pretrained_cfg``); timm's
+    ``pretrained_cfg`` of the backbone name's tag (untagged: timm's default tag; augreg / orig_in21k:
+    0.5/0.5); ``default_mean/std``. ``weights_info["norm_source"]`` says which. Raises
+    :class:`ConfigError` for every unusable source (see the module docstring).
     """
     mean, std, norm_source = _cfg_norm(model, default_mean, default_std)
     arch, tag = split_tag(name)
