@@ -77,7 +77,7 @@ def study_runs(base: dict, backbones: Sequence[str], losses: Sequence[str], root
     runs = []
     for label in backbones:
         sb = STUDY_BACKBONES[label]
-        size = img_sizes.get(label)
+        size = img_sizes.get(label, base.get("img_size"))  # a base img_size (e.g. a 224-px recipe) applies to all
         if size is None and sb.backbone is not None:
             size = max(proto_size, sb.min_img_size or 0)
         for loss in losses:

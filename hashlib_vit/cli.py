@@ -6,6 +6,7 @@
     hashlib-vit list protocols|losses|heads|backbones
     hashlib-vit run-grid configs/grids/smoke.yaml [--dry-run] [--force] [--only NAME ...]
     hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
+    hashlib-vit reproduce --list | NAME [--dry-run] [--weights SPEC] [--data-root DIR] [--output DIR] [--set k=v]
 
 Every option of ``train`` is a field of :class:`hashlib_vit.experiment.RunConfig` (same names as the
 notebook parameters, with dashes).
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import add_arguments as grid_arguments
 
     grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of parameterised notebooks with papermill"))
+    from .reproduce import add_arguments as reproduce_arguments
+
+    reproduce_arguments(sub.add_parser("reproduce", help="one paper table: run its grid, then the paper-vs-ours table"))
     tp = sub.add_parser("tables", help="collect run directories into mAP tables and figures")
     tp.add_argument("root", help="folder searched for run directories (every metrics.json below it)")
     tp.add_argument("--out", required=True, help="output folder for tables, figures and provenance.json")
@@ -86,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run-grid":
             from .runner import main_from_args
+
+            return main_from_args(args)
+        if args.command == "reproduce":
+            from .reproduce import main_from_args
 
             return main_from_args(args)
         if args.command == "tables":

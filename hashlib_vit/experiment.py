@@ -195,6 +195,60 @@ class RunConfig:
         return self.loss if self.head == "cls_linear" else f"{self.loss}+{self.head}"
 
 
+def merge_overrides(params: dict[str, Any], overrides: dict | str | None, *, where: str = "overrides") -> dict:
+    """``params`` (what a notebook sets explicitly) with ``overrides`` (any further RunConfig field) on top.
+
+    ``overrides`` is the notebooks' ``overrides: dict = {}`` parameter, e.g. ``{"weight_decay": 1e-4,
+    "warmup_steps": 500, "backbone_lr": 3e-3}``; a JSON/YAML string (``papermill -p overrides '{...}'``) is
+    parsed. Dict-valued fields (``loss_params``, ``model_params``, ``data_options``) merge key by key.
+    Returns a new dict; nothing is validated beyond names and conflicts (:func:`config_from_notebook` does).
+
+    Raises ConfigError for a name that is not a RunConfig field, and for an override that conflicts with an
+    explicit parameter of a different value (naming both values: set that one through the parameter).
+    """
+    if isinstance(overrides, str):
+        import yaml
+
+        try:
+            overrides = yaml.safe_load(overrides) if overrides.strip() else {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}={overrides!r} is not a valid YAML/JSON mapping: {e}") from None
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}={overrides!r} must be a dict of RunConfig field -> value")
+    known = [f.name for f in fields(RunConfig)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not RunConfig fields; allowed: {', '.join(known)}")
+    out = dict(params)
+    for name, value in overrides.items():
+        if name not in params:
+            out[name] = dict(value) if isinstance(value, dict) else value
+            continue
+        given = params[name]
+        if isinstance(given, dict) and isinstance(value, dict):
+            clash = sorted(k for k in set(given) & set(value) if given[k] != value[k])
+            if clash:
+                raise ConfigError(f"{where}[{name!r}] sets {({k: value[k] for k in clash})} but the notebook "
+                                  f"sets {name}={({k: given[k] for k in clash})} explicitly; change that parameter")
+            out[name] = {**given, **value}
+        elif given != value:
+            raise ConfigError(f"{where}[{name!r}]={value!r} conflicts with the explicit notebook parameter "
+                              f"{name}={given!r}; set {name} through its own parameter, not in {where}")
+    return out
+
+
+def config_from_notebook(params: dict[str, Any], overrides: dict | str | None = None) -> RunConfig:
+    """The validated RunConfig a notebook trains: its explicit ``params`` plus ``overrides`` on top.
+
+    One general way to set every recipe field (optimizer, momentum, weight decay, warm-up, schedule,
+    backbone_lr, grad_clip, img_size, amp, ...) from any training notebook without a parameter per field:
+    see :func:`merge_overrides` for the rules (unknown names and conflicting values raise ConfigError).
+    Raises ConfigError from :meth:`RunConfig.validate` for bad values, before any data is loaded.
+    """
+    return RunConfig.from_dict(merge_overrides(params, overrides)).validate()
+
+
 @dataclass
 class RunResult:
     config: RunConfig
@@ -385,4 +439,5 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
 
 
-__all__ = ["RunConfig", "RunResult", "data_option_names", "run_experiment", "random_codes_map", "transforms_for"]
+__all__ = ["RunConfig", "RunResult", "config_from_notebook", "data_option_names", "merge_overrides", "run_experiment",
+           "random_codes_map", "transforms_for"]

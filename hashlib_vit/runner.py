@@ -36,7 +36,9 @@ cell's first line) and the grid goes on. The summary
 
 Before anything runs, every parameter name is checked against the notebook's ``parameters`` cell
 (:func:`papermill.inspect_notebook`) and every value against the declared type; registry-valued
-parameters (protocol, loss, head, backbone) are checked against the registries.
+parameters (protocol, loss, head, backbone) are checked against the registries; ``overrides`` (the
+training notebooks' dict of further RunConfig fields) against RunConfig's field names and types, the
+run's explicit parameters (no conflicting value) and the training settings' validation.
 """
 from __future__ import annotations
 
@@ -91,8 +93,9 @@ class Grid:
         return self.output / SUMMARY_NAME
 
 
-# parameters whose values are dicts themselves (RunConfig.loss_params / model_params / data_options)
-DICT_PARAMS = ("loss_params", "model_params", "data_options")
+# parameters whose values are dicts themselves (RunConfig.loss_params / model_params / data_options, and the
+# notebooks' overrides)
+DICT_PARAMS = ("loss_params", "model_params", "data_options", "overrides")
 
 
 def _slug(value: Any) -> str:
@@ -308,6 +311,38 @@ def _registry_check(name: str, value: Any) -> str | None:
     return None
 
 
+def _field_type_ok(annotation: str, value: Any) -> bool:
+    """``value`` fits a RunConfig field annotation such as ``float | None`` or ``int | str | None``."""
+    kinds = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+             "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+             "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+             "dict": lambda v: isinstance(v, dict), "None": lambda v: v is None}
+    parts = [t.strip() for t in str(annotation).split("|")]
+    return any(kinds.get(t, lambda v: True)(value) for t in parts)
+
+
+def _overrides_check(params: dict) -> str | None:
+    """An error text when a run's ``overrides`` (further RunConfig fields, see
+    :func:`hashlib_vit.experiment.merge_overrides`) name unknown fields, conflict with the run's explicit
+    parameters, or hold values of the wrong type / invalid training settings; None when they are fine."""
+    from dataclasses import fields as dc_fields
+
+    from .experiment import RunConfig, merge_overrides
+
+    types = {f.name: f.type for f in dc_fields(RunConfig)}
+    explicit = {k: v for k, v in params.items() if k in types and k not in DICT_PARAMS}
+    try:
+        merged = merge_overrides(explicit, params["overrides"])
+        given = merge_overrides({}, params["overrides"])
+        bad = [f"{k}={v!r} (expected {types[k]})" for k, v in given.items() if not _field_type_ok(types[k], v)]
+        if bad:
+            return "values of the wrong type: " + ", ".join(bad)
+        RunConfig.from_dict(merged).train_config().validate()
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def notebook_parameters(notebook: Path) -> dict[str, dict]:
     import papermill
 
@@ -346,6 +381,10 @@ def validate_grid(grid: Grid, *, check_registries: bool = True) -> None:
                 msg = _registry_check(name, value)
                 if msg:
                     problems.append(f"{where}: {value!r} {msg}")
+            if name == "overrides":
+                msg = _overrides_check(r.params)
+                if msg:
+                    problems.append(f"{where}: {msg}")
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ConfigError("invalid grid parameters:\n  " + "\n  ".join(shown))
