@@ -181,7 +181,8 @@ def test_mgvt_branches_start_from_the_loaded_last_block(files):
     w = np.load(path)
     last = "Transformer/encoderblock_1/"
     mha = last + "MultiHeadDotProductAttention_1/"
-    qkv = torch.from_numpy(np.concatenate([w[mha + f"{n}/kernel"].reshape(32, 32).T for n in ("query", "key", "value")]))
+    qkv = torch.from_numpy(np.concatenate([w[mha + f"{n}/kernel"].reshape(32, 32).T
+                                           for n in ("query", "key", "value")]))
     fc1 = torch.from_numpy(w[last + "MlpBlock_3/Dense_0/kernel"].T.copy())
     norm = torch.from_numpy(w["Transformer/encoder_norm/scale"])
     for blk, nrm in ((model.global_block, model.global_norm), (model.local_block, model.local_norm)):

@@ -76,8 +76,9 @@ def _build_now(arch: str, img_size: int | None):
 def standin_state_dict(arch: str, seed: int = 0, img_size: int | None = None) -> dict[str, torch.Tensor]:
     """Seeded random timm-layout state dict of ``arch`` (a preset or a timm name) at ``img_size`` px.
 
-    Every float tensor is ``0.02 * N(0, 1)`` (integer buffers: zeros) from ``torch.Generator().manual_seed(seed)`` in the order of
-    the model's ``state_dict()`` (float32, CPU); same ``(arch, seed, img_size)`` -> same tensors. No head.
+    Every float tensor is ``0.02 * N(0, 1)`` from ``torch.Generator().manual_seed(seed)`` in the order of
+    the model's ``state_dict()`` (float32, CPU; integer buffers: zeros); same ``(arch, seed, img_size)`` ->
+    same tensors. No head.
     """
     model = _build(arch, img_size)
     g = torch.Generator().manual_seed(int(seed))

@@ -366,9 +366,11 @@ def _mismatch_error(path, fmt: str, name: str, model: nn.Module, sd: dict) -> Co
         return None
     parts = []
     if shapes:
-        parts.append("shapes differ: " + "; ".join(shapes[:3]) + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""))
+        parts.append("shapes differ: " + "; ".join(shapes[:3])
+                     + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""))
     if missing:
-        parts.append(f"missing in the file: {missing[:4]}" + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""))
+        parts.append(f"missing in the file: {missing[:4]}"
+                     + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""))
     if unexpected:
         parts.append(f"not in the backbone: {unexpected[:4]}"
                      + (f" (+{len(unexpected) - 4} more)" if len(unexpected) > 4 else ""))
@@ -489,7 +491,8 @@ def load_jax_npz(model: nn.Module, path, *, name: str) -> list[int] | None:
         raise ConfigError(f"weights file {str(path)!r} (format found: jax-npz) is a ViT checkpoint but backbone "
                           f"{name!r} is not a timm VisionTransformer")
     kp, kw, kc, width = shapes[f"{prefix}embedding/kernel"]
-    blocks = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"Transformer/encoderblock_(\d+)/", k))}
+    block_re = re.escape(prefix) + r"Transformer/encoderblock_(\d+)/"
+    blocks = {int(m.group(1)) for k in shapes if (m := re.match(block_re, k))}
     q = [v for k, v in shapes.items() if re.search(r"encoderblock_0/MultiHeadDotProductAttention_\d/query/kernel$", k)]
     found = {"depth": max(blocks) + 1 if blocks else None, "width": width, "patch": kp}
     pos = shapes.get(f"{prefix}Transformer/posembed_input/pos_embedding") or shapes.get(f"{prefix}pos_embedding")
