@@ -282,6 +282,33 @@ def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> floa
     return map_at_k(q, d, data.query.labels.numpy(), data.database.labels.numpy(), topk=topk)
 
 
+def run_metrics(cfg: RunConfig, model: HashModel, data: ProtocolData, topk, qc, dc, ql, dl, ev: dict,
+                device) -> dict:
+    """The ``metrics.json`` fields every run shares, learned or training-free: names, the evaluation
+    ``ev`` (:func:`~hashlib_vit.retrieval.evaluate` of the final codes), the Hamming-radius and rank PR
+    curves (computed here from the codes ``qc``/``dc`` and labels ``ql``/``dl``; precision over the
+    queries that retrieve something at each radius, ``empty_radius="exclude"``: stored with the run so
+    tables and figures need no codes.npz), the random-codes chance level, seeds, and the weights' record."""
+    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
+    return {
+        "method": cfg.method_name(),
+        "backbone": cfg.backbone,
+        "head": cfg.head,
+        "loss": cfg.loss,
+        "protocol": cfg.protocol,
+        "bits": cfg.bits,
+        "topk": "all" if topk is None else int(topk),
+        **{k: v for k, v in ev.items() if k != "topk"},
+        "curves": {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"},
+        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
+        "seed": cfg.seed,
+        "split_seed": cfg.split_seed,
+        "pretrained": model.backbone.pretrained,
+        "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
+        "device": str(device),
+    }
+
+
 def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData | None = None,
                    **params) -> RunResult:
     """Run one experiment and write its run directory. Accepts a RunConfig, a dict, or keywords.
@@ -352,6 +379,13 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                 ckpt_path.unlink()  # a fresh run never resumes an older run's checkpoint
         rd.write_json("config.json", {**asdict(cfg), "resolved_device": str(device),
                                       "world_size": dist_info.world_size})
+    if rd:
+        env = env_info(device)
+        env["split_checksums"] = data.checksums
+        env["split_seed"] = cfg.split_seed
+        env["protocol"] = protocol.summary()
+        env["weights_info"] = model.backbone.weights_info  # source, format, path, sha256, mean/std, ...
+        rd.write_json("env.json", env)
     if cfg.loss in TRAINING_FREE:  # no training: fit on the backbone's train features, encode, evaluate
         from .losses.training_free import run_training_free
 
@@ -381,14 +415,6 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     def eval_fn(epoch: int) -> dict:
         return {"map": evaluate_now(epoch)["ev"]["map"]}
 
-    if rd:
-        env = env_info(device)
-        env["split_checksums"] = data.checksums
-        env["split_seed"] = cfg.split_seed
-        env["protocol"] = protocol.summary()
-        env["weights_info"] = model.backbone.weights_info  # source, format, path, sha256, mean/std, ...
-        rd.write_json("env.json", env)
-
     t0 = time.perf_counter()
     history = train(train_model, loss, train_batches, cfg.train_config(), device=device,
                     eval_fn=eval_fn if cfg.eval_every else None, eval_every=cfg.eval_every,
@@ -403,32 +429,15 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     (qc, ql, dc, dl), ev, eval_time = final["codes"], final["ev"], final["seconds"]
     # curves for the figures (small lists), stored with the run so that tables and plots need no codes.npz:
     # precision over the queries that retrieve something at each radius (empty_radius="exclude")
-    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
-    curves = {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"}
-
     metrics = {
-        "method": cfg.method_name(),
-        "backbone": cfg.backbone,
-        "head": cfg.head,
-        "loss": cfg.loss,
-        "protocol": cfg.protocol,
-        "bits": cfg.bits,
-        "topk": "all" if topk is None else int(topk),
-        **{k: v for k, v in ev.items() if k != "topk"},
-        "curves": curves,
-        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
+        **run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev, device),
         "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "split_seed": cfg.split_seed,
-        "pretrained": model.backbone.pretrained,
-        "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
         "selection": "last epoch (no model selection on the query set)",
         "final_loss": history["steps"][-1]["loss"],
         "train_time_s": round(train_time, 3),
         "resumed_from_step": (history.get("resumed_from") or {}).get("step"),
         "world_size": dist_info.world_size,
         "eval_time_s": round(eval_time, 3),
-        "device": str(device),
     }
     if rd:
         if history["evals"]:
@@ -440,4 +449,4 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
 
 
 __all__ = ["RunConfig", "RunResult", "config_from_notebook", "data_option_names", "merge_overrides", "run_experiment",
-           "random_codes_map", "transforms_for"]
+           "random_codes_map", "run_metrics", "transforms_for"]

@@ -365,31 +365,20 @@ def extract_features(model, split, transform, *, batch_size: int = 256, device=N
     ``(features float32 (N, D), labels float32 (N, C), kind)``; the model's train/eval mode is restored.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from ..data import make_batches
+    from ..retrieval.encode import map_in_order
+
+    def features(m, x):
+        t = m.backbone(m.normalize(x))
+        return (t[:, 0] if t.ndim == 3 else t).float()  # as HashModel.forward's HashOutput.features
 
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     batches = make_batches(split, batch_size, transform, train=False, device=dev)
-    was_training = model.training
-    model.eval()
-    feats, labels, order = [], [], []
-    try:
-        with torch.no_grad():
-            for x, y, idx in tqdm(batches, total=len(batches), desc=desc, disable=not progress, leave=False):
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    t = model.backbone(model.normalize(x.to(dev, non_blocking=True)))
-                f = t[:, 0] if t.ndim == 3 else t  # as HashModel.forward's HashOutput.features
-                feats.append(f.float().cpu())
-                labels.append(y.cpu())
-                order.append(idx.cpu())
-    finally:
-        model.train(was_training)
-    order = torch.cat(order)
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(len(order))
+    feats, labels = map_in_order(model, batches, features, device=dev, progress=progress, desc=desc,
+                                 amp_dtype=amp_dtype)
     kind = "cls" if getattr(model.backbone, "is_vit", False) else "pooled"
-    return torch.cat(feats)[inv].numpy(), torch.cat(labels)[inv].float().numpy(), kind
+    return feats.numpy(), labels.float().numpy(), kind
 
 
 @dataclass
@@ -421,22 +410,17 @@ def run_training_free(cfg, data, model, device, rd, *, topk) -> TrainingFreeRun:
     augmentation) under ``torch.no_grad`` in batches of ``cfg.eval_batch_size`` on ``device`` (autocast as
     the encoder uses it), fits the method on the training features, encodes query and database and
     evaluates them with :func:`hashlib_vit.retrieval.evaluate` exactly as learned runs are evaluated. Writes
-    ``env.json``, ``codes.npz`` (when ``save_codes``) and ``metrics.json`` into ``rd`` (a prepared
+    ``codes.npz`` (when ``save_codes``) and ``metrics.json`` into ``rd`` (a prepared
     :class:`~hashlib_vit.results.RunDir`, or None); no ``train_log.csv``. ``metrics.json`` has the keys of a
     learned run plus ``training: "none"``, ``fit_time_s``, ``feature_time_s``, ``feature_dim``,
     ``feature`` (``"cls"`` / ``"pooled"``), ``fit_info``; ``train_time_s`` is 0 and ``final_loss`` null.
     """
     from ..data import protocol_transforms
-    from ..experiment import random_codes_map
+    from ..experiment import run_metrics
     from ..retrieval import evaluate
     from ..train import amp_dtype
-    from ..utils import env_info
 
     protocol = data.protocol
-    if rd:
-        env = env_info(device)
-        env.update(split_checksums=data.checksums, split_seed=cfg.split_seed, protocol=protocol.summary())
-        rd.write_json("env.json", env)
     method = build_training_free(cfg.loss, cfg.bits, seed=cfg.seed, **cfg.loss_params)
     _, ev_tf = protocol_transforms(protocol, model.img_size)
     t0 = time.perf_counter()
@@ -449,25 +433,12 @@ def run_training_free(cfg, data, model, device, rd, *, topk) -> TrainingFreeRun:
     (qf, ql), (df, dl) = feats["query"], feats["database"]
     qc, dc = method.encode(qf), method.encode(df)
     ev = evaluate(qc, dc, ql, dl, topk=topk)
-    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
     eval_time = time.perf_counter() - t0
     metrics = {
-        "method": cfg.method_name(),
-        "backbone": cfg.backbone,
-        "head": cfg.head,
-        "loss": cfg.loss,
-        "protocol": cfg.protocol,
-        "bits": cfg.bits,
-        "topk": "all" if topk is None else int(topk),
-        **{k: v for k, v in ev.items() if k != "topk"},
-        "curves": {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"},
-        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
+        **run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev, device),
         "training": "none",
         "epochs": 0,
         "epochs_ignored": cfg.epochs,
-        "seed": cfg.seed,
-        "split_seed": cfg.split_seed,
-        "pretrained": model.backbone.pretrained,
         "feature": feats["_kind"],
         "feature_dim": int(qf.shape[1]),
         "n_fit": int(len(feats["train"][0])),
@@ -478,7 +449,6 @@ def run_training_free(cfg, data, model, device, rd, *, topk) -> TrainingFreeRun:
         "feature_time_s": round(feature_time, 3),
         "fit_time_s": round(fit_time, 4),
         "eval_time_s": round(eval_time, 3),
-        "device": str(device),
     }
     if rd:
         if cfg.save_codes:

@@ -73,19 +73,32 @@ def _build_now(arch: str, img_size: int | None):
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
+def _is_scale(key: str, v: torch.Tensor) -> bool:
+    """A multiplicative scale around 1: a norm's weight, a BatchNorm running variance, a layer-scale gamma."""
+    leaf = key.rsplit(".", 2)
+    return v.ndim == 1 and (key.endswith("running_var") or key.endswith(".gamma") or (
+        key.endswith(".weight") and any(n in leaf[-2] for n in ("norm", "bn", "ln")) if len(leaf) > 1 else False))
+
+
 def standin_state_dict(arch: str, seed: int = 0, img_size: int | None = None) -> dict[str, torch.Tensor]:
     """Seeded random timm-layout state dict of ``arch`` (a preset or a timm name) at ``img_size`` px.
 
     Every float tensor is ``0.02 * N(0, 1)`` from ``torch.Generator().manual_seed(seed)`` in the order of
-    the model's ``state_dict()`` (float32, CPU; integer buffers: zeros); same ``(arch, seed, img_size)`` ->
-    same tensors. No head.
+    the model's ``state_dict()`` (float32, CPU; integer buffers: zeros), except the scales of the norms
+    (LayerNorm / BatchNorm ``weight``, BatchNorm ``running_var``) and DINOv2's layer-scale ``gamma``, which
+    are ``1 + 0.02 * N(0, 1)``: a network with its norms scaled by ~0 would map every image to nearly the
+    same feature, so a stand-in behaves like a randomly initialised network, not like a broken one (no value
+    equals timm's default initialisation either way). Same ``(arch, seed, img_size)`` -> same tensors. No head.
     """
     model = _build(arch, img_size)
     g = torch.Generator().manual_seed(int(seed))
     out = {}
     for k, v in model.state_dict().items():
         if v.is_floating_point():
-            out[k] = (torch.randn(v.shape, generator=g) * 0.02).to(torch.float32).contiguous()
+            t = torch.randn(v.shape, generator=g) * 0.02
+            if _is_scale(k, v):
+                t = t + 1.0
+            out[k] = t.to(torch.float32).contiguous()
         else:  # integer buffers (e.g. BatchNorm's num_batches_tracked of a CNN): zeros
             out[k] = torch.zeros(v.shape, dtype=v.dtype)
     return out

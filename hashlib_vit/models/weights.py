@@ -45,7 +45,6 @@ The result is a ``weights_info`` dict (kept on the Backbone and recorded by ``ru
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -58,6 +57,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..utils import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,13 +86,7 @@ def hf_cache_dir() -> Path:
     return Path(xdg) / "huggingface" / "hub"
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk``-byte pieces (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # hex sha256 of a file, streamed in 1 MiB pieces (hashlib_vit.utils)
 
 
 def none_info(name: str, mean, std, norm_source: str) -> dict:

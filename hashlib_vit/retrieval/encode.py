@@ -9,23 +9,25 @@ from ..models.hashmodel import sign_codes
 
 
 @torch.no_grad()
-def encode(model: torch.nn.Module, batches, *, device=None, progress: bool = False, desc: str = "encode",
-           amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (int8 ±1, (N, K)) and labels ((N, C) multi-hot) of every item, in split order.
+def map_in_order(model: torch.nn.Module, batches, fn, *, device=None, progress: bool = False, desc: str = "encode",
+                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(model, images) -> (n, ...)`` over every batch of an evaluation iterator, returned in split order.
 
-    ``batches`` is an evaluation iterator (e.g. ``TensorBatches(..., train=False)``) yielding
-    ``(images, labels, index)``. The model is put in eval mode and restored afterwards.
+    ``batches`` yields ``(images, labels, index)`` (e.g. ``TensorBatches(..., train=False)``), in any
+    order; the outputs (as CPU tensors, ``fn``'s dtype) and the labels come back sorted by ``index``. The
+    model runs in eval mode under ``torch.no_grad`` and ``amp_dtype`` autocast (None: off); its train/eval
+    mode is restored afterwards. The one loop behind :func:`encode` and the training-free feature extraction.
     """
     was_training = model.training
     model.eval()
     dev = device or next(model.parameters()).device
-    codes, labels, order = [], [], []
+    outs, labels, order = [], [], []
     try:
         for x, y, idx in tqdm(batches, total=len(batches), desc=desc, disable=not progress, leave=False):
             x = x.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                u = model(x).u
-            codes.append(sign_codes(u.float()).cpu())
+                out = fn(model, x)
+            outs.append(out.cpu())
             labels.append(y.cpu())
             order.append(idx.cpu())
     finally:
@@ -33,4 +35,16 @@ def encode(model: torch.nn.Module, batches, *, device=None, progress: bool = Fal
     order = torch.cat(order)
     inv = torch.empty_like(order)
     inv[order] = torch.arange(len(order))
-    return torch.cat(codes)[inv].numpy(), torch.cat(labels)[inv].numpy()
+    return torch.cat(outs)[inv], torch.cat(labels)[inv]
+
+
+def encode(model: torch.nn.Module, batches, *, device=None, progress: bool = False, desc: str = "encode",
+           amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (int8 ±1, (N, K)) and labels ((N, C) multi-hot) of every item, in split order.
+
+    ``batches`` is an evaluation iterator (e.g. ``TensorBatches(..., train=False)``) yielding
+    ``(images, labels, index)``. The model is put in eval mode and restored afterwards.
+    """
+    codes, labels = map_in_order(model, batches, lambda m, x: sign_codes(m(x).u.float()), device=device,
+                                 progress=progress, desc=desc, amp_dtype=amp_dtype)
+    return codes.numpy(), labels.numpy()
