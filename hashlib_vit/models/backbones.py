@@ -10,37 +10,18 @@ name, from the Hugging Face cache, or downloaded when online).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .presets import VIT_PRESETS, VitPreset  # noqa: F401 (re-exported: the preset table lives in presets.py)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class VitPreset:
-    """A small timm VisionTransformer configuration (trainable from scratch on a CPU)."""
-
-    img_size: int
-    patch_size: int
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    description: str = ""
-    kwargs: dict = field(default_factory=dict)
-
-
-VIT_PRESETS: dict[str, VitPreset] = {
-    "vit32_test": VitPreset(32, 8, 32, 2, 2, 2.0, "unit-test size: 16 patches of 8 px, width 32, 2 blocks"),
-    "vit32_tiny": VitPreset(32, 4, 96, 4, 3, 4.0, "CPU smoke size: 64 patches of 4 px, width 96, 4 blocks"),
-    "vit32_small": VitPreset(32, 4, 192, 6, 3, 4.0, "from-scratch CIFAR size: 64 patches of 4 px, width 192, 6 blocks"),
-}
 CNN_NAMES = ("resnet18", "resnet50", "alexnet")
 
 

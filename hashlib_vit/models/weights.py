@@ -322,7 +322,7 @@ def describe_vit_state(sd: dict) -> dict:
     if size and "patch" in d and d.get("depth") in (12, 24, 32):
         d["timm_guess"] = f"vit_{size}_patch{d['patch']}_{d.get('img_size', 224)}"
     else:
-        from .backbones import VIT_PRESETS  # local import: backbones imports this module
+        from .presets import VIT_PRESETS
 
         for pname, p in VIT_PRESETS.items():
             if (p.depth, p.embed_dim, p.patch_size) == (d.get("depth"), d.get("width"), d.get("patch")):
