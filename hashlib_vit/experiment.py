@@ -387,7 +387,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         env["weights_info"] = model.backbone.weights_info  # source, format, path, sha256, mean/std, ...
         rd.write_json("env.json", env)
     if cfg.loss in TRAINING_FREE:  # no training: fit on the backbone's train features, encode, evaluate
-        from .losses.training_free import run_training_free
+        from .baselines import run_training_free
 
         tf = run_training_free(cfg, data, model.to(device), device, rd, topk=topk)
         return RunResult(cfg, tf.metrics, tf.history, model, data, tf.query_codes, tf.db_codes, rd.path if rd else None)

@@ -12,9 +12,9 @@ import torch
 from hashlib_vit.errors import ConfigError, DataError
 from hashlib_vit.experiment import RunConfig, random_codes_map, run_experiment
 from hashlib_vit.losses import LOSSES, TRAINING_FREE, build_training_free
-from hashlib_vit.losses import training_free as tf
-from hashlib_vit.losses.training_free import (ITQ, LSH, PCARandomRotation, PCASign, baseline_table, extract_features,
-                                              pca_components, random_orthogonal)
+from hashlib_vit import baselines as tf
+from hashlib_vit.baselines import baseline_table, extract_features
+from hashlib_vit.losses.training_free import ITQ, LSH, PCARandomRotation, PCASign, pca_components, random_orthogonal
 from hashlib_vit.results import REQUIRED_METRICS, RunDir
 from hashlib_vit.retrieval import map_at_k
 

@@ -4,7 +4,7 @@ PCA+random rotation, ITQ) on one backbone's features, against random codes, per 
     HF_HUB_OFFLINE=1 OPENBLAS_NUM_THREADS=1 python results/training_free/reproduce.py \
         --protocols digits cifar10 --cifar10-root /work/shared/data/cifar10
 
-Everything in the README is written by this script from :func:`hashlib_vit.losses.training_free.baseline_table`.
+Everything in the README is written by this script from :func:`hashlib_vit.baselines.baseline_table`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from hashlib_vit.losses.training_free import baseline_table
+    from hashlib_vit.baselines import baseline_table
     from hashlib_vit.tables import to_markdown
     from hashlib_vit.utils import git_commit
 
