@@ -207,12 +207,10 @@ def vit_shape(backbone: str) -> dict | None:
                 "img_size": p.img_size, "prefix": 1}
     if name in CNN_NAMES:
         return None
-    import timm
-    import torch
+    from .models.backbones import meta_network
 
     try:
-        with torch.device("meta"):
-            m = timm.create_model(name, pretrained=False, num_classes=0)
+        m = meta_network(name)
     except Exception:  # noqa: BLE001 - not a model timm can build: no shape, the estimate says "unknown"
         return None
     if not hasattr(m, "blocks") or not hasattr(m, "patch_embed"):
@@ -457,15 +455,11 @@ def check_weights_spec(weights, backbone: str) -> str | None:
 def _offline_hub_problem(backbone: str) -> str | None:
     """With HF_HUB_OFFLINE set: None when the Hugging Face (or torch hub) cache holds the file timm will load,
     looked up exactly as the run will (:func:`hashlib_vit.models.weights.find_hub_file`, local files only)."""
-    import timm
-    import torch
-
+    from .models.backbones import meta_network
     from .models.weights import find_hub_file
 
-    with torch.device("meta"):
-        model = timm.create_model(backbone, pretrained=False, num_classes=0)
     try:
-        find_hub_file(model, backbone)
+        find_hub_file(meta_network(backbone), backbone)
     except ConfigError as e:
         return str(e)
     return None

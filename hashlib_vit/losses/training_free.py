@@ -330,12 +330,9 @@ def backbone_feature_dim(backbone: str, img_size: int | None = None) -> int:
         return VIT_PRESETS[backbone].embed_dim
     if backbone == "alexnet":
         return 4096
-    import timm
-    import torch
+    from ..models.backbones import meta_network
 
-    kwargs = {"img_size": img_size} if img_size and backbone.startswith(("vit_", "deit", "eva", "beit")) else {}
-    with torch.device("meta"):
-        return int(timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs).num_features)
+    return int(meta_network(backbone, img_size).num_features)
 
 
 def check_training_free_config(cfg) -> None:

@@ -9,6 +9,7 @@ name, from the Hugging Face cache, or downloaded when online).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -108,6 +109,37 @@ def _check_weights(weights) -> str | None:
     return str(p)
 
 
+VIT_FAMILIES = ("vit_", "deit", "eva", "beit")  # timm names whose img_size can be set (position embeddings)
+
+
+def _timm_kwargs(name: str, img_size: int | None) -> dict:
+    return {"num_classes": 0, **({"img_size": img_size} if img_size and name.startswith(VIT_FAMILIES) else {})}
+
+
+def preset_network(name: str, img_size: int | None = None, **kwargs) -> nn.Module:
+    """The timm ``VisionTransformer`` of preset ``name`` (no head) at ``img_size`` (default: the preset's)."""
+    import timm
+
+    p = VIT_PRESETS[name]
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=img_size or p.img_size, patch_size=p.patch_size, embed_dim=p.embed_dim, depth=p.depth,
+        num_heads=p.num_heads, mlp_ratio=p.mlp_ratio, num_classes=0, **p.kwargs, **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def meta_network(name: str, img_size: int | None = None) -> nn.Module:
+    """The bare network (no head) of a preset or a timm name (pretrained tag allowed) on the ``meta``
+    device: names, shapes and ``pretrained_cfg`` without memory, weights or initialisation cost (cached:
+    do not modify it). ``img_size`` applies to presets and timm ViTs. Raises what timm raises for a name it
+    cannot build."""
+    import timm
+
+    with torch.device("meta"):
+        if name in VIT_PRESETS:
+            return preset_network(name, img_size)
+        return timm.create_model(name, pretrained=False, **_timm_kwargs(name, img_size))
+
+
 def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0) -> Backbone:
     """Build a backbone by name (a preset, a CNN name, or any timm model name with or without tag) and
     load its weights with :func:`hashlib_vit.models.weights.load_weights`.
@@ -130,9 +162,7 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
         size = img_size or p.img_size
         if weights == "hub":
             raise ConfigError(f"backbone {name!r} is a local preset with no hub weights; use a file or None")
-        model = timm.models.vision_transformer.VisionTransformer(
-            img_size=size, patch_size=p.patch_size, embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads,
-            mlp_ratio=p.mlp_ratio, num_classes=0, drop_path_rate=drop_path_rate, **p.kwargs)
+        model = preset_network(name, size, drop_path_rate=drop_path_rate)
         model.pretrained_cfg = {}  # a preset has no timm pretrained_cfg: 0.5/0.5 unless the weights say otherwise
         info = load_weights(model, weights, name=name, default_mean=(0.5, 0.5, 0.5), default_std=(0.5, 0.5, 0.5))
         return Backbone(model, name=name, kind="vit", feature_dim=p.embed_dim, img_size=size,
@@ -140,11 +170,8 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
                         weights_info=info)
     if name == "alexnet":
         return _alexnet(weights, img_size or 224)
-    kwargs = dict(num_classes=0, drop_path_rate=drop_path_rate)
-    is_vit = name.startswith(("vit_", "deit", "eva", "beit"))
-    if img_size and is_vit:
-        kwargs["img_size"] = img_size
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    is_vit = name.startswith(VIT_FAMILIES)
+    model = timm.create_model(name, pretrained=False, **_timm_kwargs(name, img_size), drop_path_rate=drop_path_rate)
     cfg = timm.data.resolve_data_config({}, model=model)
     info = load_weights(model, weights, name=name, default_mean=cfg["mean"], default_std=cfg["std"])
     size = img_size or int(cfg["input_size"][-1])

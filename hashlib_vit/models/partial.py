@@ -94,19 +94,16 @@ def max_freeze_blocks(model) -> int:
 def backbone_depth(name: str, img_size: int | None = None) -> int:
     """Number of transformer blocks of backbone ``name`` without building its weights (a preset's depth,
     or the timm model built on the ``meta`` device). ConfigError for a CNN or a model without blocks."""
-    from .backbones import CNN_NAMES, VIT_PRESETS
+    from .backbones import CNN_NAMES, VIT_FAMILIES, VIT_PRESETS
 
     if name in VIT_PRESETS:
         return VIT_PRESETS[name].depth
-    if name in CNN_NAMES or not name.startswith(("vit_", "deit", "eva", "beit")):
+    if name in CNN_NAMES or not name.startswith(VIT_FAMILIES):
         raise ConfigError(f"freeze_blocks / feature_cache need a ViT backbone with transformer blocks; backbone "
                           f"{name!r} is a CNN (use freeze_blocks=0)")
-    import timm
+    from .backbones import meta_network
 
-    kwargs = {"img_size": img_size} if img_size else {}
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-    blocks = getattr(model, "blocks", None)
+    blocks = getattr(meta_network(name, img_size), "blocks", None)
     if blocks is None:
         raise ConfigError(f"freeze_blocks / feature_cache need a ViT with transformer blocks; {name!r} has none")
     return len(blocks)

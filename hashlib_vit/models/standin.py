@@ -46,31 +46,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .backbones import meta_network
 
 STANDIN_FORMATS = ("pth", "bin", "safetensors", "npz", "torchvision", "dinov2")
-
-
-def _build(arch: str, img_size: int | None):
-    """The bare timm network (num_classes=0) of a preset or a timm name (tag allowed), on the ``meta``
-    device: shapes, names and config only, no memory and no initialisation cost."""
-    with torch.device("meta"):
-        return _build_now(arch, img_size)
-
-
-def _build_now(arch: str, img_size: int | None):
-    import timm
-
-    from .backbones import VIT_PRESETS
-
-    if arch in VIT_PRESETS:
-        p = VIT_PRESETS[arch]
-        return timm.models.vision_transformer.VisionTransformer(
-            img_size=img_size or p.img_size, patch_size=p.patch_size, embed_dim=p.embed_dim, depth=p.depth,
-            num_heads=p.num_heads, mlp_ratio=p.mlp_ratio, num_classes=0, **p.kwargs)
-    kwargs = {"num_classes": 0}
-    if img_size:
-        kwargs["img_size"] = img_size
-    return timm.create_model(arch, pretrained=False, **kwargs)
 
 
 def _is_scale(key: str, v: torch.Tensor) -> bool:
@@ -90,7 +68,7 @@ def standin_state_dict(arch: str, seed: int = 0, img_size: int | None = None) ->
     same feature, so a stand-in behaves like a randomly initialised network, not like a broken one (no value
     equals timm's default initialisation either way). Same ``(arch, seed, img_size)`` -> same tensors. No head.
     """
-    model = _build(arch, img_size)
+    model = meta_network(arch, img_size)
     g = torch.Generator().manual_seed(int(seed))
     out = {}
     for k, v in model.state_dict().items():
@@ -111,7 +89,7 @@ def _vit_dims(sd: dict) -> tuple[int, int]:
 
 
 def _num_heads(arch: str, img_size) -> int:
-    model = _build(arch, img_size)
+    model = meta_network(arch, img_size)
     return int(model.blocks[0].attn.num_heads)
 
 
@@ -256,7 +234,7 @@ def make_fake_hf_cache(cache_dir: str | os.PathLike, name_with_tag: str, *, seed
     """
     from safetensors.torch import save_file
 
-    model = _build(name_with_tag, None)
+    model = meta_network(name_with_tag, None)
     cfg = dict(model.pretrained_cfg)
     hf_id = cfg.get("hf_hub_id")
     if not hf_id:
