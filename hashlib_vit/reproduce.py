@@ -426,14 +426,12 @@ def check_weights_spec(weights, backbone: str) -> str | None:
         if backbone in VIT_PRESETS:
             return f"weights='hub' with backbone={backbone!r}: a local preset has no hub weights"
         if backbone == "alexnet":  # torchvision's weights: offline only from the torch hub cache
-            import torch
-            import torchvision
+            from .models.backbones import alexnet_hub_file
+            from .models.weights import offline
 
-            url = torchvision.models.AlexNet_Weights.DEFAULT.url
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+            cached = alexnet_hub_file()[1]
             return (f"weights='hub' for backbone='alexnet': offline (HF_HUB_OFFLINE) and {cached} is not in the "
-                    "torch hub cache; pass a file (--weights alexnet=PATH)") if offline and not cached.is_file() else None
+                    "torch hub cache; pass a file (--weights alexnet=PATH)") if offline() and not cached.is_file() else None
         import timm
 
         tagged = timm.list_pretrained(backbone if "." in backbone else f"{backbone}.*")

@@ -206,6 +206,14 @@ class _AlexNetFeatures(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+def alexnet_hub_file() -> tuple[str, Path]:
+    """(url, path in the torch hub cache) of torchvision's default AlexNet weights (``weights="hub"``)."""
+    import torchvision
+
+    url = torchvision.models.AlexNet_Weights.DEFAULT.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def _alexnet(weights, img_size: int) -> Backbone:
     import torchvision
 
@@ -213,8 +221,7 @@ def _alexnet(weights, img_size: int) -> Backbone:
 
     info = none_info("alexnet", IMAGENET_MEAN, IMAGENET_STD, "torchvision ImageNet mean/std")
     if weights == "hub":
-        url = torchvision.models.AlexNet_Weights.DEFAULT.url
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        url, cached = alexnet_hub_file()
         if offline() and not cached.is_file():  # torchvision ignores HF_HUB_OFFLINE: never download then
             raise hub_error("alexnet", f"HF_HUB_OFFLINE is set and {cached} is not in the torch hub cache")
         source = "hf-cache" if cached.is_file() else "hub"
