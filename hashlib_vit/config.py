@@ -398,9 +398,9 @@ def _resolve_name(key: str) -> tuple[str, str | None]:
     if parts[0] in _ATTR and len(parts) > 1:  # "train.lr", "loss.loss_params.gamma"
         section, parts = parts[0], parts[1:]
         if parts[0] not in _FLAT or _FLAT[parts[0]][0] != section:
-            _unknown(key)
+            _unknown(key, parts[0])
     if parts[0] not in _FLAT:
-        _unknown(key)
+        _unknown(key, parts[0])
     if len(parts) == 1:
         return parts[0], None
     if parts[0] not in DICT_FIELDS or len(parts) != 2 or not parts[1]:
@@ -409,10 +409,10 @@ def _resolve_name(key: str) -> tuple[str, str | None]:
     return parts[0], parts[1]
 
 
-def _unknown(key: str):
+def _unknown(key: str, part: str):
     import difflib
 
-    close = difflib.get_close_matches(str(key).split(".")[-1], list(_FLAT), n=3)
+    close = difflib.get_close_matches(part, list(_FLAT), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(f"unknown parameter {key!r}: not a configuration field{hint} (fields: {', '.join(_FLAT)}; sections: "
                       f"{', '.join(SECTIONS)}; dict fields take dotted keys such as 'loss_params.gamma')")
