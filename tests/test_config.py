@@ -171,3 +171,12 @@ def test_cli_train_with_a_preset_and_dotted_sets(tmp_path):
     assert cfg["model"]["head"] == "mgvt" and cfg["model"]["model_params"] == {"groups": 2}
     assert cfg["loss"] == {"loss": "transhash", "loss_params": {"gamma": 5}} and cfg["train"]["warmup_steps"] == 0
     assert main(["train", "--set", "nonsense"]) == 2  # not KEY=VALUE: an error before anything runs
+
+
+def test_docs_configuration_lists_every_field_as_the_code_does():
+    from pathlib import Path
+
+    from hashlib_vit.config import describe
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert describe() in text
