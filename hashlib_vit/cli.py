@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_from_args(args)
         if args.command == "tables":
-            from .tables import main_from_args
+            from .results.tables import main_from_args
 
             return main_from_args(args)
         if args.command == "list":
