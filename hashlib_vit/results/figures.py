@@ -274,16 +274,16 @@ def training_curve(steps, evals=None, *, columns=("loss",), per_epoch: bool = Fa
         fig = ax.figure
     prefix = f"{label} " if label else ""
     for i, col in enumerate(columns):
-        color = None if label else f"C{i}"
+        color = None if label else f"C{i}"  # several runs on one axes: matplotlib's colour cycle
         name = col if len(columns) > 1 or label else "loss"
         if per_epoch:
             e = df.groupby("epoch")[col].mean()
             ax.plot(e.index, e.values, color=color, label=f"{prefix}{name}".strip())
         else:
-            ax.plot(df["step"], df[col], alpha=0.3, color=color,
+            (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(), color=color,
+                              label=f"{prefix}{name} (smoothed)".strip())
+            ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
                     label=f"{prefix}{name} (per step)".strip() if not label else None)
-            ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(), color=color,
-                    label=f"{prefix}{name} (smoothed)".strip())
     ax.set_xlabel("epoch" if per_epoch else "step")
     ax.set_ylabel("loss")
     if logy:

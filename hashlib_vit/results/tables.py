@@ -244,10 +244,11 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def loss_zoo_summary(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+def loss_zoo_summary(root: str | os.PathLike, *, write: bool = True) -> "pd.DataFrame":  # noqa: F821
     """:func:`chance_level_table` of every variant folder below ``root`` (``root/<variant>/<run>``) in one
-    frame with the variant's ``lr``, ``batch_size`` and each run's ``loss_params``; written to
-    ``root/summary.json`` and ``root/summary.md``. Raises ConfigError when no run is below ``root``."""
+    frame with the variant's ``lr``, ``batch_size`` and each run's ``loss_params``; with ``write``, also
+    written to ``root/summary.json`` and ``root/summary.md``. Raises ConfigError when no run is below
+    ``root``."""
     import pandas as pd
 
     from ..utils import resolve_path
@@ -273,6 +274,8 @@ def loss_zoo_summary(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     if not parts:
         raise ConfigError(f"no variant folder with completed runs below {root} (expected root/<variant>/<run>)")
     df = pd.concat(parts, ignore_index=True)
+    if not write:
+        return df
     atomic_write_json(root / "summary.json", json.loads(df.to_json(orient="records")))
     cols = ["variant", "method", "bits", "epochs", "lr", "batch_size", "loss_params", "map", "map_random", "note",
             "mean_abs_u", "input_spread", "distinct_db_codes", "final_loss"]
