@@ -62,6 +62,7 @@ def migrate(root: str | os.PathLike, *, dry_run: bool = False) -> dict[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m hashlib_vit.results.migrate ROOT [--dry-run]``: migrate and print one line per run."""
     p = argparse.ArgumentParser(prog="python -m hashlib_vit.results.migrate", description=__doc__.split("\n")[0])
     p.add_argument("root", help="folder searched for run directories (every metrics.json below it)")
     p.add_argument("--dry-run", action="store_true", help="report only, write nothing")

@@ -119,6 +119,7 @@ class RunDir:
         self.path = Path(path)
 
     def file(self, name: str) -> Path:
+        """The path of ``name`` inside the run directory."""
         return self.path / name
 
     def prepare(self, *, overwrite: bool = True) -> "RunDir":
@@ -133,6 +134,7 @@ class RunDir:
         return self
 
     def write_json(self, name: str, obj) -> Path:
+        """Write ``obj`` as JSON to ``name`` atomically (temp file, then rename); returns the path."""
         return atomic_write_json(self.file(name), obj)
 
     def write_metrics(self, metrics: dict) -> Path:
@@ -148,15 +150,19 @@ class RunDir:
         return self.write_json("metrics.json", m)
 
     def write_codes(self, **arrays: np.ndarray) -> Path:
+        """``codes.npz`` (compressed, atomic): ``query_codes``/``db_codes`` (n, K) int8 ±1 and
+        ``query_labels``/``db_labels`` (class indices or multi-hot)."""
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         return atomic_write_bytes(self.file("codes.npz"), buf.getvalue())
 
     @property
     def completed(self) -> bool:
+        """True when metrics.json exists (it is written last)."""
         return self.file("metrics.json").is_file()
 
     def read_json(self, name: str) -> dict:
+        """A JSON file of the run directory; DataError naming the file when it is missing or not JSON."""
         p = self.file(name)
         try:
             return json.loads(p.read_text())
@@ -170,9 +176,11 @@ class RunDir:
         return read_metrics(self.file("metrics.json"))
 
     def config(self) -> dict:
+        """config.json: the full resolved parameters of the run."""
         return self.read_json("config.json")
 
     def env(self) -> dict:
+        """env.json: versions, device, git commit, split checksums."""
         return self.read_json("env.json")
 
 

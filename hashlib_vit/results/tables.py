@@ -11,7 +11,7 @@
 * :func:`chance_level_table` — the loss-zoo view: one row per run with the random-code mAP, the ratio and
   a collapse note (and :func:`loss_zoo_summary` over variant folders).
 * :func:`build_tables` — all of the above plus the figures (:mod:`.figures`) into one output folder,
-  with ``provenance.json``; :func:`main_from_args` is the ``hashlib-vit tables`` command.
+  with ``provenance.json``; :func:`tables_main` is the ``hashlib-vit tables`` command.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def aggregate(runs, value: str = "map") -> "pd.DataFrame":  # noqa: F821
 
 
 def fmt_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """A table cell: ``0.812 ± 0.004 (n=3)``; ``0.812 (n=1)`` without a spread; '' for a missing mean."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
     if n and n >= 2 and std is not None and not math.isnan(std):
@@ -298,6 +299,7 @@ def _flat_columns(df) -> "pd.DataFrame":  # noqa: F821
 
 
 def to_markdown(df) -> str:
+    """A Markdown table of ``df`` (MultiIndex rows/columns flattened to ``cifar10 32 bits`` columns)."""
     d = _flat_columns(df).astype(str)
     esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(esc(str(c)) for c in d.columns) + " |", "|" + "---|" * len(d.columns)]
@@ -311,6 +313,7 @@ _LATEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters (and ±, ≈, –, λ) escaped."""
     return "".join(_LATEX_ESC.get(ch, ch) for ch in str(text))
 
 
@@ -342,6 +345,7 @@ def write_table(df, out_stem: str | os.PathLike, caption: str = "") -> list[Path
 
 # ----------------------------------------------------------------------------- everything
 def provenance(command: str | None = None, **extra) -> dict:
+    """How an output folder was made: UTC time, command, git commit, machine, platform, versions, device."""
     import torch
 
     return {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -414,7 +418,8 @@ def _readme(root: Path, out: Path, prov: dict, wide, figures: dict, n_failed: in
     return "\n".join(lines) + "\n"
 
 
-def main_from_args(args) -> int:
+def tables_main(args) -> int:
+    """``hashlib-vit tables ROOT --out DIR [--reference matched|all|none] [--no-figures]``."""
     command = (f"hashlib-vit tables {args.root} --out {args.out}"
                + (f" --reference {args.reference}" if args.reference != "matched" else "")
                + (" --no-figures" if args.no_figures else ""))
@@ -427,5 +432,5 @@ def main_from_args(args) -> int:
 
 
 __all__ = ["CHANCE_COLUMNS", "aggregate", "build_tables", "chance_level_table", "fmt_cell", "latex_escape",
-           "loss_zoo_summary", "main_from_args", "markdown_table", "paper_comparison_table", "provenance",
-           "to_latex", "to_markdown", "wide_table", "write_table"]
+           "loss_zoo_summary", "markdown_table", "paper_comparison_table", "provenance",
+           "tables_main", "to_latex", "to_markdown", "wide_table", "write_table"]
