@@ -73,7 +73,7 @@ def run_training_free(cfg, data, model, device, rd, *, topk) -> TrainingFreeRun:
     the encoder uses it), fits the method on the training features, encodes query and database and
     evaluates them with :func:`hashlib_vit.retrieval.evaluate` exactly as learned runs are evaluated. Writes
     ``codes.npz`` (when ``save_codes``) and ``metrics.json`` into ``rd`` (a prepared
-    :class:`~hashlib_vit.results.rundir.RunDir`, or None); no ``train_log.csv``. ``metrics.json`` has the keys of a
+    :class:`~hashlib_vit.results.RunDir`, or None); no ``train_log.csv``. ``metrics.json`` has the keys of a
     learned run plus ``training: "none"``, ``fit_time_s``, ``feature_time_s``, ``feature_dim``,
     ``feature`` (``"cls"`` / ``"pooled"``), ``fit_info``; ``train_time_s`` is 0 and ``final_loss`` null.
     """

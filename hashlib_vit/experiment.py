@@ -1,7 +1,7 @@
 """One experiment end to end: protocol -> data -> model -> loss -> train -> encode -> metrics -> run_dir.
 
 Notebooks, the CLI and the batch runner all go through :func:`run_experiment`, so every run writes
-the same run directory (see :mod:`hashlib_vit.results.rundir`).
+the same run directory (see :mod:`hashlib_vit.results`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protoc
 from .errors import ConfigError, DataError, bad_choice
 from .losses import LOSSES, TRAINING_FREE, build_loss
 from .models import MODELS, HashModel, build_model
-from .results.rundir import RunDir
+from .results import RunDir
 from .retrieval import encode, evaluate
 from .distributed import current, env_world_size, init_distributed
 from .train import TrainConfig, amp_dtype, check_checkpoint, train
