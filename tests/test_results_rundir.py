@@ -25,8 +25,10 @@ def write_raw(tmp_path, obj, name="run") -> RunDir:
 
 def test_write_metrics_stamps_schema_2_and_reads_back(tmp_path):
     rd = RunDir(tmp_path / "r").prepare()
-    rd.write_metrics({**BASE, "curves": fake_curves(4)})
+    given = {**BASE, "curves": fake_curves(4)}
+    rd.write_metrics(given)
     raw = json.loads(rd.file("metrics.json").read_text())
+    assert given == raw  # the caller's dict is stamped too: in-memory metrics equal the file
     assert SCHEMA_VERSION == 2 and raw["schema_version"] == 2
     m = read_metrics(rd.file("metrics.json"))
     assert m == raw and m["curves"]["pr_hamming"]["radius"] == [0, 1, 2, 3, 4]

@@ -138,16 +138,19 @@ class RunDir:
         return atomic_write_json(self.file(name), obj)
 
     def write_metrics(self, metrics: dict) -> Path:
-        """Write ``metrics.json`` with ``"schema_version": 2``.
+        """Write ``metrics.json`` with ``"schema_version": 2``; ``metrics`` is stamped in place too, so that
+        the caller's dict (e.g. ``RunResult.metrics``) equals the file.
 
-        Raises ConfigError (before anything is written) when a required key is missing or has the wrong
-        type, or when the ``curves`` block of the evaluation engine is absent: tables and figures read
-        curves only from here and never recompute them."""
+        Raises ConfigError (before anything is written or stamped) when a required key is missing or has
+        the wrong type, or when the ``curves`` block of the evaluation engine is absent: tables and figures
+        read curves only from here and never recompute them."""
         from ..errors import ConfigError
 
-        m = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in metrics.items() if k != "schema_version"}}
+        m = {**metrics, "schema_version": SCHEMA_VERSION}
         validate_metrics(m, f"metrics for {self.file('metrics.json')}", error=ConfigError)
-        return self.write_json("metrics.json", m)
+        path = self.write_json("metrics.json", m)
+        metrics["schema_version"] = SCHEMA_VERSION
+        return path
 
     def write_codes(self, **arrays: np.ndarray) -> Path:
         """``codes.npz`` (compressed, atomic): ``query_codes``/``db_codes`` (n, K) int8 ±1 and
