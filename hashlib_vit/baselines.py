@@ -78,7 +78,7 @@ def run_training_free(cfg, data, model, device, rd, *, topk) -> TrainingFreeRun:
     ``feature`` (``"cls"`` / ``"pooled"``), ``fit_info``; ``train_time_s`` is 0 and ``final_loss`` null.
     """
     from .data import protocol_transforms
-    from .experiment import run_metrics
+    from .results import run_metrics
     from .retrieval import evaluate
     from .train import amp_dtype
 
@@ -140,7 +140,7 @@ def baseline_table(backbone: str = "vit32_tiny", weights=None, protocol: str = "
     import pandas as pd
 
     from .data import PROTOCOLS, protocol_transforms
-    from .experiment import random_codes_map
+    from .results import random_codes_map
     from .models import build_model
     from .retrieval import map_at_k
     from .train import TrainConfig, amp_dtype

@@ -19,7 +19,7 @@ from .config import RunConfig
 from .errors import ConfigError, DataError
 from .losses import LOSSES, TRAINING_FREE, build_loss
 from .models import MODELS, HashModel, build_model
-from .results import RunDir
+from .results import RunDir, run_metrics
 from .retrieval import encode, evaluate
 from .distributed import current, env_world_size, init_distributed
 from .train import amp_dtype, check_checkpoint, train
@@ -50,43 +50,6 @@ class RunResult:
 def transforms_for(protocol, model: HashModel) -> tuple[TensorTransform, TensorTransform]:
     """Train / eval transforms: native size for 32-px models, resize 256 -> crop 224 style otherwise."""
     return protocol_transforms(protocol, model.img_size)
-
-
-def random_codes_map(data: ProtocolData, bits: int, topk, seed: int = 0) -> float:
-    """mAP of random ±1 codes on the same query/database (the chance level)."""
-    from .retrieval import map_at_k
-
-    g = np.random.default_rng(seed)
-    q = np.where(g.random((len(data.query), bits)) < 0.5, -1, 1).astype(np.int8)
-    d = np.where(g.random((len(data.database), bits)) < 0.5, -1, 1).astype(np.int8)
-    return map_at_k(q, d, data.query.labels.numpy(), data.database.labels.numpy(), topk=topk)
-
-
-def run_metrics(cfg: RunConfig, model: HashModel, data: ProtocolData, topk, qc, dc, ql, dl, ev: dict,
-                device) -> dict:
-    """The ``metrics.json`` fields every run shares, learned or training-free: names, the evaluation
-    ``ev`` (:func:`~hashlib_vit.retrieval.evaluate` of the final codes), the Hamming-radius and rank PR
-    curves (computed here from the codes ``qc``/``dc`` and labels ``ql``/``dl``; precision over the
-    queries that retrieve something at each radius, ``empty_radius="exclude"``: stored with the run so
-    tables and figures need no codes.npz), the random-codes chance level, seeds, and the weights' record."""
-    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
-    return {
-        "method": cfg.method_name(),
-        "backbone": cfg.backbone,
-        "head": cfg.head,
-        "loss": cfg.loss,
-        "protocol": cfg.protocol,
-        "bits": cfg.bits,
-        "topk": "all" if topk is None else int(topk),
-        **{k: v for k, v in ev.items() if k != "topk"},
-        "curves": {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"},
-        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
-        "seed": cfg.seed,
-        "split_seed": cfg.split_seed,
-        "pretrained": model.backbone.pretrained,
-        "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
-        "device": str(device),
-    }
 
 
 def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData | None = None,
@@ -228,4 +191,4 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
 
 
-__all__ = ["RunConfig", "RunResult", "run_experiment", "random_codes_map", "run_metrics", "transforms_for"]
+__all__ = ["RunConfig", "RunResult", "run_experiment", "transforms_for"]

@@ -13,6 +13,7 @@ import yaml
 from hashlib_vit import cli
 from hashlib_vit.errors import ConfigError, DataError
 from hashlib_vit.config import RunConfig, apply_overrides, build_config
+from hashlib_vit.results import RunDir
 from hashlib_vit.reproduce import (TABLES, THROUGHPUT_COLUMNS, apply_options, check_weights_spec, estimate_config,
                                    lookup_rate, notebook_run_configs, parse_sets, plan, read_throughput,
                                    vit_forward_flops)
@@ -265,7 +266,7 @@ def test_transhash_recipe_end_to_end_on_real_cifar10_from_a_hub_standin(shared_d
     assert rc == 0
     rd = out / "runs" / "data-cifar10_bits-16_seed-0"
     m = json.loads((rd / "metrics.json").read_text())
-    cfg = json.loads((rd / "config.json").read_text())
+    cfg = RunDir(rd).config()  # config.json (sectioned) as flat fields
     assert m["pretrained"] is True and m["weights"]["source"] == "hf-cache" and m["bits"] == 16
     # the paper's recipe reached the run: [K] SGD 3e-2, wd 1e-4, 500 warm-up, cosine; [I] momentum, clip; 224 px
     assert (cfg["optimizer"], cfg["lr"], cfg["weight_decay"], cfg["warmup_steps"], cfg["schedule"], cfg["momentum"],

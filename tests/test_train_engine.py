@@ -186,7 +186,8 @@ def test_schedule_param_groups_and_clipping():
     # clipping: the logged pre-clip norm exceeds the limit, the applied (plain SGD) update has norm lr * limit
     before = [p.detach().clone() for p in m.parameters()]
     hist = train(m, lo, b, TrainConfig(epochs=1, batch_size=16, lr=1.0, optimizer="sgd", momentum=0.0,
-                                       schedule="constant", grad_clip=1e-3), progress=False, max_steps=1)
+                                       schedule="constant", grad_clip=1e-3, warmup_steps=0, weight_decay=0.0),
+                 progress=False, max_steps=1)
     assert hist["steps"][0]["grad_norm"] > 1e-3
     moved = torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(m.parameters(), before)))
     assert moved.item() == pytest.approx(1e-3, rel=1e-3)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hashlib_vit.errors import ConfigError, DataError
-from hashlib_vit.experiment import RunConfig, random_codes_map, run_experiment
+from hashlib_vit.experiment import RunConfig, run_experiment
+from hashlib_vit.results import random_codes_map
 from hashlib_vit.losses import LOSSES, TRAINING_FREE, build_training_free
 from hashlib_vit import baselines as tf
 from hashlib_vit.baselines import baseline_table, extract_features

@@ -9,7 +9,7 @@ For every metrics.json below the folder (validated by :func:`~.rundir.read_metri
 * schema 1 with the engine's ``curves`` block: stamped ``"schema_version": 2`` (nothing recomputed);
 * schema 1 without curves but with ``codes.npz``: curves computed ONCE here with the evaluation engine
   (:func:`hashlib_vit.retrieval.evaluate`, ``curves=True``, ``empty_radius="exclude"``, the run's ``topk``:
-  the same call as :func:`hashlib_vit.experiment.run_metrics`), then stamped schema 2;
+  the same call as :func:`hashlib_vit.results.rundir.run_metrics`), then stamped schema 2;
 * schema 1 without curves and without codes: left unchanged and reported (tables then show no curve for
   that run; nothing anywhere recomputes curves).
 """

@@ -196,5 +196,47 @@ def find_runs(root: str | os.PathLike) -> list[RunDir]:
     return [RunDir(p.parent) for p in sorted(root.rglob("metrics.json"))]
 
 
-__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunDir", "check_curves", "find_runs", "read_metrics",
-           "validate_metrics"]
+# ----------------------------------------------------------------------------- what every run records
+def random_codes_map(data, bits: int, topk, seed: int = 0) -> float:
+    """mAP of random ±1 codes on the same query/database (the chance level): ``bits``-bit codes drawn with
+    ``seed`` for every query and database item of ``data`` (a ProtocolData), ranked with cut-off ``topk``
+    (None: the whole database). Returns a float in [0, 1]."""
+    from ..retrieval import map_at_k
+
+    g = np.random.default_rng(seed)
+    q = np.where(g.random((len(data.query), bits)) < 0.5, -1, 1).astype(np.int8)
+    d = np.where(g.random((len(data.database), bits)) < 0.5, -1, 1).astype(np.int8)
+    return map_at_k(q, d, data.query.labels.numpy(), data.database.labels.numpy(), topk=topk)
+
+
+def run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev: dict,
+                device) -> dict:
+    """The ``metrics.json`` fields every run shares, learned or training-free: names, the evaluation
+    ``ev`` (:func:`~hashlib_vit.retrieval.evaluate` of the final codes), the Hamming-radius and rank PR
+    curves (computed here from the codes ``qc``/``dc`` and labels ``ql``/``dl``; precision over the
+    queries that retrieve something at each radius, ``empty_radius="exclude"``: stored with the run so
+    tables and figures need no codes.npz), the random-codes chance level, seeds, and the weights' record."""
+    from ..retrieval import evaluate
+
+    cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
+    return {
+        "method": cfg.method_name(),
+        "backbone": cfg.backbone,
+        "head": cfg.head,
+        "loss": cfg.loss,
+        "protocol": cfg.protocol,
+        "bits": cfg.bits,
+        "topk": "all" if topk is None else int(topk),
+        **{k: v for k, v in ev.items() if k != "topk"},
+        "curves": {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"},
+        "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
+        "seed": cfg.seed,
+        "split_seed": cfg.split_seed,
+        "pretrained": model.backbone.pretrained,
+        "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
+        "device": str(device),
+    }
+
+
+__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunDir", "check_curves", "find_runs", "random_codes_map",
+           "read_metrics", "run_metrics", "validate_metrics"]
