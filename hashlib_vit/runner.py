@@ -581,6 +581,16 @@ def _validate_experiment_runs(grid: Grid) -> list[str]:
     problems = []
     for r in grid.runs:
         where = f"grid {grid.label}, run {r.name!r}"
+        unknown = []
+        for name in r.params:
+            try:
+                field_role(name)
+            except ConfigError:
+                unknown.append(name)
+        if unknown:
+            problems.append(f"{where}: unknown parameter(s) {unknown}: not RunConfig fields nor dotted keys into one "
+                            f"(e.g. loss_params.gamma); fields: {', '.join(_runconfig_names())}")
+            continue
         try:
             r.config().validate()
         except ConfigError as e:
