@@ -56,9 +56,12 @@ replaces it; the same grid file runs on a laptop and on a cluster, only the exec
 * ``{kind: submitit-local, ...}`` — the same through submitit's local cluster (one process per job on this
   machine): how the SLURM path is tested without a cluster.
 
-The parent process records every job's outcome (job id included) in grid_summary.csv; a job that fails
-or a submission that fails (no ``sbatch``, a rejected request) is a failed run and the grid goes on.
-submitit is an optional dependency (``pip install hashlib_vit[cluster]``).
+The parent process submits the jobs, waits for them and records every job's outcome (job id included) in
+grid_summary.csv; a job that fails or a submission that fails (no ``sbatch``, a rejected request) is a
+failed run and the grid goes on. Keep the parent alive while the jobs run (e.g. in tmux on the login
+node): each job records its own completion in its run directory, so after the parent is stopped the same
+command skips the completed runs, but it submits again the runs whose jobs had not finished (Ctrl-C
+cancels the grid's pending jobs). submitit is an optional dependency (``pip install hashlib_vit[cluster]``).
 
 **Validation** happens before anything is written: unknown grid keys; every parameter name (notebook:
 the notebook's ``parameters`` cell via :func:`papermill.inspect_notebook`, with declared types, registry
@@ -437,6 +440,10 @@ def load_grid(path: str | os.PathLike | dict, *, output: str | os.PathLike | Non
     timeout = spec.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
         raise ConfigError(f"{where}: timeout={timeout!r} must be a positive integer (seconds per cell)")
+    for key in ("timeout", "kernel"):
+        if target == "experiment" and key in spec:
+            raise ConfigError(f"{where}: {key!r} applies to notebook cells; target experiment runs no notebook "
+                              f"(a time limit per run: the executor's timeout_min on slurm / submitit-local)")
     return Grid(path=path, output=output_dir, runs=runs, timeout=timeout, kernel=str(spec.get("kernel", "python3")),
                 description=str(spec.get("description", "")), target=target, executor=executor, sweep_axes=axes)
 
@@ -904,7 +911,8 @@ def _run_submitit(grid: Grid, book: _Book, todo: list[int], spec: dict, cwd: Pat
     try:
         try:
             ex = submitit.AutoExecutor(folder=str(grid.output / SUBMITIT_FOLDER), cluster="local" if local else "slurm")
-            ex.update_parameters(**{"name": f"grid-{Path(grid.label).stem}", **params})
+            job_name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"grid-{Path(grid.label).stem}").strip("-")
+            ex.update_parameters(**{"name": job_name, **params})
         except Exception as e:  # noqa: BLE001 - an executor that cannot be set up fails every run, recorded
             for i in todo:
                 book.finish(i, {"status": "failed", "error": f"submission failed: {type(e).__name__}: {e}"})

@@ -188,6 +188,7 @@ BAD_GRIDS = [
     ("notebook and experiment", lambda s: _with(s, notebook="notebooks/00_quickstart.ipynb"),
      r"target experiment runs no notebook"),
     ("no target", lambda s: {k: v for k, v in s.items() if k != "target"}, r"target=None; give 'notebook: "),
+    ("notebook-only key", lambda s: _with(s, timeout=60), r"'timeout' applies to notebook cells"),
 ]
 
 
