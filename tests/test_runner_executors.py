@@ -262,3 +262,18 @@ def test_loss_zoo_grid_is_notebook_05s_default_comparison():
     ours = sorted(key(r.config()) for r in grid.runs)
     nb = sorted(key(c) for c in notebook_run_configs(ROOT / "notebooks" / "05_loss_zoo.ipynb", {}))
     assert ours == nb
+
+
+def test_progress_bar_names_the_current_run_and_can_be_switched_off(tmp_path, monkeypatch, capsys):
+    import hashlib_vit.runner as runner
+
+    def fake_execute(run, **kw):  # stands in for run_experiment: the bar is what is tested here
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        return {"status": "completed", "seconds": 0.0, "map": 0.5}
+
+    monkeypatch.setattr(runner, "execute_run", fake_execute)
+    run_grid(grid_spec(tmp_path / "a"), progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "loss-dpsh_bits-16" in err and "grid <grid mapping>" in err
+    run_grid(grid_spec(tmp_path / "b"), progress=False)
+    assert capsys.readouterr().err == ""
