@@ -277,3 +277,36 @@ def test_progress_bar_names_the_current_run_and_can_be_switched_off(tmp_path, mo
     assert "2/2" in err and "loss-dpsh_bits-16" in err and "grid <grid mapping>" in err
     run_grid(grid_spec(tmp_path / "b"), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_reproduce_plans_an_experiment_grid_from_its_runconfigs(tmp_path, capsys):
+    """hashlib-vit reproduce with an experiment-target grid: --set sets RunConfig fields (dotted keys too),
+    --weights / --data-root per backbone / protocol, the dry run plans from the runs' own RunConfigs."""
+    from hashlib_vit.reproduce import apply_options, parse_sets, plan, reproduce
+
+    grid = load_grid(ROOT / "configs" / "grids" / "aevit_backbone_study.yaml", output=tmp_path / "runs")
+    apply_options(grid, weights=["resnet50.a1_in1k=r50.pth", "none"], data_root=["cifar10=/data/c10"],
+                  sets=parse_sets(["epochs=2", "loss_params.alpha=0.5", "img_size=32"]))
+    by_name = {r.name: r for r in grid.runs}
+    r = by_name["data-cifar10_model-resnet50_loss-hsc_bits-16_seed-0"]
+    cfg = r.config()
+    assert (cfg.epochs, cfg.img_size, cfg.weights, cfg.data_root, cfg.loss_params) == (2, 32, "r50.pth", "/data/c10",
+                                                                                        {"alpha": 0.5})
+    aevit = by_name["data-nuswide21_model-aevit_loss-csq_bits-64_seed-0"].config()
+    assert (aevit.model_params, aevit.weights, aevit.data_root) == ({"aem": "all"}, None, "data/nuswide")
+    with pytest.raises(ConfigError, match="--set nonsense: not a RunConfig field"):
+        apply_options(grid, sets={"nonsense": 1})
+
+    grid = load_grid(ROOT / "configs" / "grids" / "aevit_backbone_study.yaml", output=tmp_path / "runs")
+    apply_options(grid, weights=["none"], data_root=["cifar10=/data/c10"], sets={"epochs": 2})
+    planned, problems = plan(grid, only=["data-cifar10_model-vit_loss-csq_bits-*"])
+    assert [p.name for p in planned] == [f"data-cifar10_model-vit_loss-csq_bits-{b}_seed-0" for b in (16, 32, 48, 64)]
+    assert [(c.backbone, c.bits, c.epochs, c.model_params) for p in planned for c in p.configs][0] == \
+        ("vit_base_patch16_224.augreg_in21k", 16, 2, {"aem": "off"})
+    assert len(problems) == 1 and problems[0].startswith(
+        "runs " + ", ".join(p.name for p in planned) + ": data_root='/data/c10' of protocol 'cifar10' is not a folder")
+    # the whole command: refused with the problem, nothing written
+    with pytest.raises(ConfigError, match="data_root='/data/c10' of protocol 'cifar10' is not a folder"):
+        reproduce("loss-zoo", dry_run=True, output=tmp_path / "out", weights=["none"],
+                  data_root=["cifar10=/data/c10"], only=["data-cifar10_model-vitb16_loss-csq_*"], echo=lambda *a: None)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
