@@ -9,7 +9,11 @@ from .errors import ConfigError, DataError, HashlibVitError  # noqa: E402
 
 
 def __getattr__(name):  # lazy: importing the package stays cheap
-    if name in ("run_experiment", "RunConfig", "RunResult"):
+    if name == "RunConfig":
+        from .config import RunConfig
+
+        return RunConfig
+    if name in ("run_experiment", "RunResult"):
         from . import experiment
 
         return getattr(experiment, name)

@@ -8,54 +8,50 @@
     hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
     hashlib-vit reproduce --list | NAME [--dry-run] [--weights SPEC] [--data-root DIR] [--output DIR] [--set k=v]
 
-Every option of ``train`` is a field of :class:`hashlib_vit.experiment.RunConfig` (same names as the
-notebook parameters, with dashes).
+Every option of ``train`` is a field of :class:`hashlib_vit.config.RunConfig` (same names as the
+notebook parameters, with dashes); ``--preset NAME`` puts a method preset under them and
+``--set KEY=VALUE`` sets any field by flat or dotted key (``--set loss_params.gamma=5``).
+``python -m hashlib_vit ...`` is the same command (``torchrun ... -m hashlib_vit train ...``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import MISSING, fields
-
-
-def _parse_value(text: str):
-    """JSON when it parses (numbers, null, true, dicts), else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
-    from .experiment import RunConfig
+    from .config import field_info, field_names, parse_value
 
     p = sub.add_parser("train", help="train and evaluate one run, writing its run directory")
     p.add_argument("--config", dest="config_file", default=None,
-                   help="YAML file of parameters; options given on the command line override it")
-    for f in fields(RunConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parse_value, default=argparse.SUPPRESS,
-                       help=f"(default: {default!r})")
+                   help="YAML file of parameters (flat, sectioned or dotted keys); options given here override it")
+    p.add_argument("--preset", default=None, help="a method preset (configs/methods/NAME.yaml) under the parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any field by flat or dotted key, e.g. --set loss_params.gamma=5 (repeatable)")
+    for name in field_names():
+        info = field_info(name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=parse_value, default=argparse.SUPPRESS,
+                       help=f"{info['doc']} [{info['dotted']}; default: {info['default']!r}]")
     return p
 
 
-def load_yaml_params(path: str) -> dict:
-    """Parameters from a YAML mapping (the papermill ``-f`` format)."""
-    import yaml
-
+def _train(args) -> int:
+    from .config import build_config, load_yaml, parse_value
     from .errors import ConfigError
+    from .experiment import run_experiment
 
-    try:
-        with open(path) as f:
-            params = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path!r}: no such file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--config {path!r} is not valid YAML: {e}") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"--config {path!r} must hold a mapping of parameter: value, got {type(params).__name__}")
-    return params
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "preset", "overrides")}
+    params = {**(load_yaml(args.config_file, what="--config file") if args.config_file else {}), **given}
+    sets = {}
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE, e.g. --set loss_params.gamma=5")
+        sets[key.strip()] = parse_value(value)
+    result = run_experiment(build_config(params, preset=args.preset, overrides=sets))
+    print(json.dumps(result.metrics, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            from .experiment import run_experiment
-
-            given = {k: v for k, v in vars(args).items() if k not in ("command", "config_file")}
-            params = {**(load_yaml_params(args.config_file) if args.config_file else {}), **given}
-            result = run_experiment(**params)
-            print(json.dumps(result.metrics, indent=1))
-            return 0
+            return _train(args)
         if args.command == "run-grid":
             from .runner import main_from_args
 

@@ -1,6 +1,6 @@
 """Multi-process training with PyTorch's own engine (torchrun + DistributedDataParallel).
 
-``torchrun --nproc_per_node N -m hashlib_vit.train --config ... --run-dir ...`` starts N processes;
+``torchrun --nproc_per_node N -m hashlib_vit train --config ... --run-dir ...`` starts N processes;
 each one calls :func:`init_distributed`, which reads torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``) and joins the process group (NCCL on CUDA, gloo on CPU).
 

@@ -549,14 +549,14 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
 
 def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = None) -> None:
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
-    from .experiment import RunConfig
+    from .config import field_names
     from .runner import notebook_parameters
     from .tables import family_of
 
     w_all, w_by = _by_key(weights, "--weights")
     d_all, d_by = _by_key(data_root, "--data-root")
     sets = dict(sets or {})
-    fields = {f for f in RunConfig.__dataclass_fields__}
+    fields = set(field_names())
     declared_by_nb: dict[Path, dict] = {}
     for r in grid.runs:
         for k in sets:

@@ -76,7 +76,10 @@ class RunDir:
         return self.read_json("metrics.json")
 
     def config(self) -> dict:
-        return self.read_json("config.json")
+        """``config.json`` as flat ``{field: value}`` (sectioned files and the flat ones of older runs alike)."""
+        from .config import flatten
+
+        return flatten(self.read_json("config.json"))
 
     def env(self) -> dict:
         return self.read_json("env.json")

@@ -535,22 +535,21 @@ def _field_type_ok(annotation: str, value: Any) -> bool:
 
 
 def _overrides_check(params: dict) -> str | None:
-    """An error text when a run's ``overrides`` (further RunConfig fields, see
-    :func:`hashlib_vit.experiment.merge_overrides`) name unknown fields, conflict with the run's explicit
+    """An error text when a run's ``overrides`` (further RunConfig fields by flat or dotted key, see
+    :func:`hashlib_vit.config.apply_overrides`) name unknown fields, conflict with the run's explicit
     parameters, or hold values of the wrong type / invalid training settings; None when they are fine."""
-    from dataclasses import fields as dc_fields
+    from .config import RunConfig, apply_overrides, field_info, field_names
 
-    from .experiment import RunConfig, merge_overrides
-
-    types = {f.name: f.type for f in dc_fields(RunConfig)}
-    explicit = {k: v for k, v in params.items() if k in types and k not in DICT_PARAMS}
+    known = set(field_names())
+    explicit = {k: v for k, v in params.items() if k in known and k not in DICT_PARAMS}
     try:
-        merged = merge_overrides(explicit, params["overrides"])
-        given = merge_overrides({}, params["overrides"])
-        bad = [f"{k}={v!r} (expected {types[k]})" for k, v in given.items() if not _field_type_ok(types[k], v)]
+        merged = apply_overrides(explicit, params["overrides"])
+        given = apply_overrides({}, params["overrides"])
+        bad = [f"{k}={v!r} (expected {field_info(k)['type']})" for k, v in given.items()
+               if not _field_type_ok(field_info(k)["type"], v)]
         if bad:
             return "values of the wrong type: " + ", ".join(bad)
-        RunConfig.from_dict(merged).train_config().validate()
+        RunConfig.from_dict(merged).train.validate()
     except ConfigError as e:
         return str(e)
     return None

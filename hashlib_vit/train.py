@@ -15,8 +15,9 @@ log every step to a CSV that is flushed line by line, evaluate every ``eval_ever
 * Robustness: a non-finite loss stops with the step and the last good checkpoint; a CUDA
   out-of-memory error names the batch size that was tried.
 
-``python -m hashlib_vit.train [--config file.yaml] --param value ...`` is ``hashlib-vit train``
-(so ``torchrun --nproc_per_node N -m hashlib_vit.train ...`` trains on N processes).
+``python -m hashlib_vit train [--config file.yaml] --param value ...`` is ``hashlib-vit train`` (so
+``torchrun --nproc_per_node N -m hashlib_vit train ...`` trains on N processes); the settings are the
+``train`` section of :class:`hashlib_vit.config.RunConfig` (:class:`~hashlib_vit.config.TrainConfig`).
 """
 from __future__ import annotations
 
@@ -37,59 +38,12 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig, field_role  # noqa: F401  (TrainConfig: the run config's train section)
 from .errors import ConfigError, DataError, bad_choice
 from .losses.base import HashLoss
 from .utils import atomic_write
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("cosine", "constant", "step")
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64  # the global batch (split across processes under torchrun)
-    lr: float = 1e-3  # learning rate of the new modules (heads, extra blocks, loss classifiers)
-    backbone_lr: float | None = None  # None: same as lr (from scratch); e.g. lr/10 when fine-tuning
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0  # never applied to norms and biases
-    momentum: float = 0.9  # sgd / rmsprop
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    step_epochs: int = 30  # schedule="step": multiply lr by step_gamma every step_epochs
-    step_gamma: float = 0.1
-    grad_clip: float | None = None  # clip the global grad norm at this value
-    amp: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16", "fp16", "off"
-    compile: bool = False
-    seed: int = 0
-    checkpoint_every_steps: int = 0  # 0: no step checkpoints
-    checkpoint_every_epochs: int = 0  # 0: no epoch checkpoints (a final one is written whenever either is on)
-
-    def validate(self) -> "TrainConfig":
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"epochs={self.epochs!r} must be an integer >= 1")
-        if not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise ConfigError(f"batch_size={self.batch_size!r} must be an integer >= 2 (pair losses need pairs)")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"lr={self.lr!r} must be a positive number")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.schedule not in SCHEDULES:
-            raise bad_choice("schedule", self.schedule, SCHEDULES)
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise bad_choice("amp", self.amp, ("auto", "bf16", "fp16", "off"))
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ConfigError(f"grad_clip={self.grad_clip!r} must be a positive number or None")
-        for name in ("checkpoint_every_steps", "checkpoint_every_epochs", "warmup_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be an integer >= 0 (0: off)")
-        return self
-
-    @property
-    def checkpointing(self) -> bool:
-        return bool(self.checkpoint_every_steps or self.checkpoint_every_epochs)
 
 
 def param_groups(model: nn.Module, loss: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -356,8 +310,7 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
         model = nn.parallel.DistributedDataParallel(raw_model, **ddp_kw)
     forward = torch.compile(model) if cfg.compile else model
     trainable = [p for p in list(raw_model.parameters()) + list(loss.parameters()) if p.requires_grad]
-    fingerprint = {**(fingerprint or {}), "train": {k: v for k, v in asdict(cfg).items()
-                                                    if k not in ("checkpoint_every_steps", "checkpoint_every_epochs")},
+    fingerprint = {**(fingerprint or {}), "train": {k: v for k, v in asdict(cfg).items() if field_role(k) == "result"},
                    "steps_per_epoch": steps_per_epoch, "num_samples": batches.num_samples}
     writer = info.is_main
     log = StepLog(log_path if writer else None)
@@ -491,22 +444,3 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
         bar.close()
         log.close()
     return history
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hashlib_vit.train ...`` (also under ``torchrun``): the ``hashlib-vit train`` command."""
-    from .cli import main as cli_main
-
-    try:
-        return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-__all__ = ["TrainConfig", "train", "param_groups", "make_optimizer", "lr_factor", "StepLog", "OPTIMIZERS",
-           "SCHEDULES", "save_checkpoint", "load_checkpoint", "check_checkpoint", "rng_state", "set_rng_state",
-           "OutOfMemory", "main"]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -331,7 +331,7 @@ def test_run_experiment_with_the_cache(tmp_path):
     a = run_experiment(**common, run_dir=str(tmp_path / "a"))
     info = json.loads((tmp_path / "a" / "feature_cache.json").read_text())
     assert info["built"] is True and info["shape"] == [2, 500, 17, 32]
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["cache_views"] == 2
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["cache_views"] == 2  # the model section
     b = run_experiment(**common, run_dir=str(tmp_path / "b"))
     assert json.loads((tmp_path / "b" / "feature_cache.json").read_text())["built"] is False  # reused
     assert np.array_equal(a.query_codes, b.query_codes) and a.metrics["final_loss"] == b.metrics["final_loss"]

@@ -12,7 +12,7 @@ import yaml
 
 from hashlib_vit import cli
 from hashlib_vit.errors import ConfigError, DataError
-from hashlib_vit.experiment import RunConfig, config_from_notebook, merge_overrides
+from hashlib_vit.config import RunConfig, apply_overrides, build_config
 from hashlib_vit.reproduce import (TABLES, THROUGHPUT_COLUMNS, apply_options, check_weights_spec, estimate_config,
                                    lookup_rate, notebook_run_configs, parse_sets, plan, read_throughput,
                                    vit_forward_flops)
@@ -25,24 +25,24 @@ NB05 = ROOT / "notebooks" / "05_loss_zoo.ipynb"
 
 # ----------------------------------------------------------------------------- overrides helper
 def test_overrides_reach_the_config_and_merge_dicts():
-    cfg = config_from_notebook(dict(protocol="digits", backbone="vit32_test", lr=0.03, model_params={"groups": 2},
+    cfg = build_config(dict(protocol="digits", backbone="vit32_test", lr=0.03, model_params={"groups": 2},
                                     head="mgvt", loss="transhash", bits=16),
-                               {"weight_decay": 1e-4, "warmup_steps": 500, "backbone_lr": 3e-3, "momentum": 0.8,
-                                "model_params": {"local_rearrange": True}})
+                               overrides={"weight_decay": 1e-4, "warmup_steps": 500, "backbone_lr": 3e-3,
+                                          "momentum": 0.8, "model_params": {"local_rearrange": True}})
     assert (cfg.weight_decay, cfg.warmup_steps, cfg.backbone_lr, cfg.momentum) == (1e-4, 500, 3e-3, 0.8)
     assert cfg.model_params == {"groups": 2, "local_rearrange": True} and cfg.lr == 0.03
-    assert merge_overrides({"lr": 0.1}, '{"lr": 0.1, "amp": "off"}') == {"lr": 0.1, "amp": "off"}  # equal: no clash
+    assert apply_overrides({"lr": 0.1}, '{"lr": 0.1, "amp": "off"}') == {"lr": 0.1, "amp": "off"}  # equal: no clash
 
 
 def test_overrides_refuse_unknown_names_conflicts_and_bad_values():
-    with pytest.raises(ConfigError, match=r"\['wd'\] are not RunConfig fields"):
-        merge_overrides({}, {"wd": 1e-4})
-    with pytest.raises(ConfigError, match=r"overrides\['lr'\]=0.5 conflicts with the explicit notebook parameter lr=0.03"):
-        merge_overrides({"lr": 0.03}, {"lr": 0.5})
+    with pytest.raises(ConfigError, match=r"unknown parameter 'wd'"):
+        apply_overrides({}, {"wd": 1e-4})
+    with pytest.raises(ConfigError, match=r"overrides\['lr'\]=0.5 conflicts with the explicit parameter lr=0.03"):
+        apply_overrides({"lr": 0.03}, {"lr": 0.5})
     with pytest.raises(ConfigError, match=r"overrides\['model_params'\] sets \{'groups': 3\}.*\{'groups': 2\}"):
-        merge_overrides({"model_params": {"groups": 2}}, {"model_params": {"groups": 3}})
+        apply_overrides({"model_params": {"groups": 2}}, {"model_params": {"groups": 3}})
     with pytest.raises(ConfigError, match="schedule='linear' is not a known value"):
-        config_from_notebook({"backbone": "vit32_test"}, {"schedule": "linear"})
+        build_config({"backbone": "vit32_test"}, overrides={"schedule": "linear"})
 
 
 def test_notebook_builds_its_configs_with_overrides_and_reports_conflicts():
@@ -72,10 +72,10 @@ def _grid(tmp_path, fixed: dict, sweep: dict | None = None) -> Path:
 def test_runner_validates_overrides_before_anything_runs(tmp_path):
     ok = load_grid(_grid(tmp_path, {"backbone": "vit32_test", "overrides": {"weight_decay": 1e-4}}))
     validate_grid(ok)
-    for overrides, msg in (({"weight_decai": 1e-4}, r"\['weight_decai'\] are not RunConfig fields"),
+    for overrides, msg in (({"weight_decai": 1e-4}, r"'weight_decai': not a configuration field; did you mean weight_decay"),
                            ({"warmup_steps": "500"}, r"warmup_steps='500' \(expected int\)"),
                            ({"optimizer": "lamb"}, "optimizer='lamb' is not a known value"),
-                           ({"lr": 0.5}, r"conflicts with the explicit notebook parameter lr=0.03")):
+                           ({"lr": 0.5}, r"conflicts with the explicit parameter lr=0.03")):
         g = load_grid(_grid(tmp_path, {"backbone": "vit32_test", "lr": 0.03, "overrides": overrides}))
         with pytest.raises(ConfigError, match=msg):
             validate_grid(g)

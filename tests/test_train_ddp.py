@@ -1,4 +1,4 @@
-"""torchrun on CPU (gloo, 2 processes): `python -m hashlib_vit.train` trains with DDP, only rank 0
+"""torchrun on CPU (gloo, 2 processes): `python -m hashlib_vit train` trains with DDP, only rank 0
 writes the run directory (same files, same metrics format), and the loss trajectory matches a
 single-process run with the same global batch."""
 import csv
@@ -20,7 +20,7 @@ def run_torchrun(run_dir, root, loss):
     args = [f"--{k.replace('_', '-')}={str(v).lower() if isinstance(v, bool) else v}" for k, v in RUN.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hashlib_vit.train", *args, f"--loss={loss}", f"--run-dir={run_dir}"]
+           "-m", "hashlib_vit", "train", *args, f"--loss={loss}", f"--run-dir={run_dir}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
 

@@ -48,7 +48,7 @@ def test_sigkill_at_random_step_then_resume_is_exact(tmp_path, one_thread, root)
     run_dir = tmp_path / "killed"
     kill_at = random.Random().randint(6, 22)  # some step after the first checkpoint (every 4 steps)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "hashlib_vit.train", *cli_args(RUN),
+    child = subprocess.Popen([sys.executable, "-m", "hashlib_vit", "train", *cli_args(RUN),
                               "--run-dir", str(run_dir), "--checkpoint-every-steps", "4"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

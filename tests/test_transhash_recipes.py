@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hashlib_vit.cli import load_yaml_params
+from hashlib_vit.config import load_yaml as load_yaml_params
 from hashlib_vit.errors import ConfigError
 from hashlib_vit.experiment import RunConfig, run_experiment
 from hashlib_vit.reported_transhash import IMAGENET_AVERAGE_TRANSHASH, TABLE1, TABLE2, TABLE3, reported

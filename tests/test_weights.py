@@ -394,7 +394,7 @@ def test_run_directory_records_the_weights(files, tmp_path):
     config = json.loads((run / "config.json").read_text())
     env = json.loads((run / "env.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert config["weights"] == path
+    assert config["model"]["weights"] == path  # config.json is sectioned (hashlib_vit.config)
     assert env["weights_info"]["sha256"] == sha256(path) and env["weights_info"]["format"] == "safetensors"
     assert env["weights_info"]["mean"] == [0.5, 0.5, 0.5]
     assert metrics["pretrained"] is True
