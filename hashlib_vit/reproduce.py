@@ -534,23 +534,23 @@ def _by_key(spec: list[str] | str | None, what: str) -> tuple[str | None, dict[s
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
-    """``["epochs=1", 'data_options={"split_dir": "x"}']`` -> dict; values are JSON when they parse."""
+    """``["epochs=1", 'data_options={"split_dir": "x"}']`` -> dict; each value parsed by the one string rule
+    (:func:`hashlib_vit.config.parse_value`: JSON, True/False/None, YAML flow lists and mappings, else the string)."""
+    from .config import parse_value
+
     out = {}
     for s in items or []:
         k, sep, v = str(s).partition("=")
         if not sep or not k.strip():
             raise ConfigError(f"--set {s!r} must be NAME=VALUE")
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
+        out[k.strip()] = parse_value(v)
     return out
 
 
 def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = None) -> None:
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
     from .config import field_names
-    from .runner import notebook_parameters
+    from .runner import field_role, notebook_parameters
     from .tables import family_of
 
     w_all, w_by = _by_key(weights, "--weights")
@@ -564,10 +564,12 @@ def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = Non
                 raise ConfigError("--set run_dir: run directories are <output>/<run name>; use --output")
         if r.target == "experiment":  # the run's parameters are its RunConfig: --set sets the field itself
             for k, v in sets.items():
-                if k.split(".", 1)[0] not in fields:
-                    raise ConfigError(f"--set {k}: not a RunConfig field (nor a dotted key into a dict field)")
+                try:
+                    field_role(k)
+                except ConfigError as e:
+                    raise ConfigError(f"--set {k}: not a RunConfig field (nor a dotted key into one): {e}") from None
                 r.params[k] = v
-            default = lambda k: getattr(RunConfig(), k)  # noqa: E731
+            default = lambda k, r=r: getattr(r.config(), k)  # noqa: E731 - the preset's value when the run has one
         else:
             declared = declared_by_nb.setdefault(r.notebook, notebook_parameters(r.notebook))
             default = lambda k, declared=declared: _literal(declared.get(k, {}).get("default"))  # noqa: E731

@@ -176,76 +176,27 @@ def default_run_name(swept: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
-def _load_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"grid file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"grid file {str(path)!r} must hold a mapping (notebook or target, output, fixed, sweep, "
-                          f"runs), got {type(data).__name__}")
-    return data
-
-
 # ----------------------------------------------------------------------------- RunConfig bridge
 def run_config(params: dict):
-    """The RunConfig of an experiment-target run's parameters (flat RunConfig names and dotted keys into
-    dict fields, e.g. ``loss_params.gamma``); not validated. Raises ConfigError for an unknown name."""
-    try:
-        from .config import RunConfig
-    except ImportError:  # until hashlib_vit.config exists: today's flat RunConfig, dotted keys merged here
-        from .experiment import RunConfig
+    """The RunConfig of an experiment-target run's parameters: flat field names, dotted keys into dict fields
+    (``loss_params.gamma``) or sections (``train.lr``), and optionally ``preset`` (a method preset of
+    ``configs/methods``, below the run's own parameters: :func:`hashlib_vit.config.build_config`).
+    Raises ConfigError for an unknown name, an unknown preset, or (with a preset) a bad value."""
+    from .config import RunConfig, build_config
 
-        return RunConfig.from_dict(_nest_dotted(params))
-    return RunConfig.from_dict(dict(params))
-
-
-def _nest_dotted(params: dict) -> dict:
-    """``{"model_params": {"a": 1}, "model_params.aem": "all"}`` -> ``{"model_params": {"a": 1, "aem": "all"}}``."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items() if "." not in k}
-    for k, v in params.items():
-        if "." in k:
-            head, rest = k.split(".", 1)
-            if head not in DICT_PARAMS[:3]:
-                raise ConfigError(f"parameter {k!r}: a dotted key must go into a dict field "
-                                  f"({', '.join(DICT_PARAMS[:3])}); {head!r} is not one")
-            out[head] = {**dict(out.get(head) or {}), rest: v}
-    return out
-
-
-_RECORD_FIELDS = frozenset({"run_dir", "device", "progress", "resume", "checkpoint_every_steps",
-                            "checkpoint_every_epochs", "save_codes", "eval_batch_size", "cache_dir", "method"})
+    params = dict(params)
+    if "preset" in params:
+        preset = params.pop("preset")
+        return build_config(params, preset=preset)
+    return RunConfig.from_dict(params)
 
 
 def field_role(name: str) -> str:
-    """``"result"`` / ``"eval"`` / ``"record"`` of a RunConfig field or dotted key (see hashlib_vit.config);
-    raises ConfigError for a name that is not one."""
-    try:
-        from .config import field_role as role
-    except ImportError:
-        from dataclasses import fields as dc_fields
+    """``"result"`` / ``"eval"`` / ``"record"`` of a run parameter (:func:`hashlib_vit.config.field_role`;
+    ``preset`` changes the result). Raises ConfigError for a name that is not a configuration field."""
+    from .config import field_role as role
 
-        from .experiment import RunConfig
-
-        head = name.split(".", 1)[0]
-        if head not in {f.name for f in dc_fields(RunConfig)}:
-            raise ConfigError(f"{name!r} is not a RunConfig field") from None
-        return "record" if name in _RECORD_FIELDS else ("eval" if name == "topk" else "result")
-    return role(name)
-
-
-def _runconfig_names() -> list[str]:
-    from dataclasses import fields as dc_fields
-
-    try:
-        from .config import RunConfig
-    except ImportError:
-        from .experiment import RunConfig
-    return [f.name for f in dc_fields(RunConfig)]
+    return "result" if name == "preset" else role(name)
 
 
 # ----------------------------------------------------------------------------- executors
@@ -342,8 +293,10 @@ def load_grid(path: str | os.PathLike | dict, *, output: str | os.PathLike | Non
         spec, path = dict(path), None
         where = "grid <mapping>"
     else:
+        from .config import load_yaml
+
         path = Path(path)
-        spec = _load_yaml(path)
+        spec = load_yaml(path, what="grid file")
         where = f"grid {str(path)!r}"
     unknown = sorted(set(spec) - GRID_KEYS)
     if unknown:
@@ -594,8 +547,10 @@ def _validate_experiment_runs(grid: Grid) -> list[str]:
             except ConfigError:
                 unknown.append(name)
         if unknown:
+            from .config import field_names
+
             problems.append(f"{where}: unknown parameter(s) {unknown}: not RunConfig fields nor dotted keys into one "
-                            f"(e.g. loss_params.gamma); fields: {', '.join(_runconfig_names())}")
+                            f"(e.g. loss_params.gamma); fields: {', '.join(field_names())}, and preset")
             continue
         try:
             r.config().validate()
@@ -688,18 +643,33 @@ def _has_metrics(rd: Path) -> bool:
 
 
 def run_is_complete(run: Run) -> bool:
-    """The run finished (metrics.json at or below its run_dir) with exactly this run's parameters."""
+    """The run finished (metrics.json at or below its run_dir) with this run's parameters: the same target
+    and the same values of every parameter but the bookkeeping ones (field_role ``"record"``: device,
+    data_root, progress, ...), which never make a finished run incomplete (the same grid resumes on a
+    machine with another device or data folder)."""
     rd = run.run_dir
     try:
         recorded = json.loads((rd / PARAMS_NAME).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     status = recorded.pop("status", None)
-    if recorded != _params_record(run):
+    if not isinstance(recorded.get("parameters"), dict) or _comparable(recorded) != _comparable(_params_record(run)):
         return False
     if status is None:  # record without a status: completed when the notebook's metrics.json is there
         return (rd / "metrics.json").is_file()
     return status == "completed" and _has_metrics(rd)
+
+
+def _comparable(record: dict) -> dict:
+    """A params record without the bookkeeping parameters (field_role "record")."""
+    def bookkeeping(name: str) -> bool:
+        try:
+            return field_role(name) == "record"
+        except ConfigError:  # a notebook's own parameter
+            return False
+
+    params = {k: v for k, v in record["parameters"].items() if not bookkeeping(k)}
+    return {**record, "parameters": params}
 
 
 def _rel(path: Path) -> str:

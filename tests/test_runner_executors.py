@@ -76,6 +76,10 @@ def test_sequential_experiment_grid_matches_run_experiment_records_failure_and_r
     changed = grid_spec(out, runs=[BAD])
     changed["fixed"]["lr"] = 0.01
     assert list(run_grid(changed, progress=False, dry_run=True)["status"]) == ["pending"] * 3
+    # bookkeeping fields (field_role "record") never make a finished run incomplete
+    moved = grid_spec(out, runs=[BAD])
+    moved["fixed"].update(device="auto", save_codes=False, data_root="/elsewhere")
+    assert list(run_grid(moved, progress=False, dry_run=True)["status"]) == ["skipped", "skipped", "pending"]
 
 
 def test_local_executor_two_workers_gives_the_same_metrics(tmp_path, direct_map):
