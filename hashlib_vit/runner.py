@@ -9,8 +9,10 @@ A grid file is a YAML mapping that names its **target**, what one run executes:
   parameters (a list of notebooks is swept like a parameter); the executed notebook is kept in the run
   directory; a failing run records the failing cell;
 * ``target: experiment`` — :func:`hashlib_vit.experiment.run_experiment` runs in-process with the run's
-  parameters as its RunConfig (flat field names, or dotted keys into dict fields such as
-  ``loss_params.gamma`` / ``model_params.aem``); no notebook is involved.
+  parameters as its RunConfig (flat field names, dotted keys into dict fields such as
+  ``loss_params.gamma`` / ``model_params.aem``, sections such as ``train.lr``, and ``preset``: a method
+  preset of ``configs/methods`` below the run's own values, :func:`hashlib_vit.config.build_config`);
+  no notebook is involved.
 
 ::
 

@@ -314,3 +314,21 @@ def test_reproduce_plans_an_experiment_grid_from_its_runconfigs(tmp_path, capsys
         reproduce("loss-zoo", dry_run=True, output=tmp_path / "out", weights=["none"],
                   data_root=["cifar10=/data/c10"], only=["data-cifar10_model-vitb16_loss-csq_*"], echo=lambda *a: None)
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_experiment_grid_sweeps_method_presets(tmp_path):
+    """``preset`` (configs/methods/<name>.yaml) is a run parameter of the experiment target: the preset sits
+    below the run's own parameters (hashlib_vit.config.build_config), and an unknown one is refused up front."""
+    out = tmp_path / "out"
+    spec = {"target": "experiment", "output": str(out), "fixed": {**BASE, "bits": 16},
+            "sweep": {"preset": ["csq", "dpsh"]}, "runs": [{"preset": "transhash", "bits": 32, "name": "th"}]}
+    grid = load_grid(spec)
+    validate_grid(grid)
+    assert [r.name for r in grid.runs] == ["preset-csq", "preset-dpsh", "th"]
+    cfgs = [r.config() for r in grid.runs]
+    assert [(c.loss, c.head, c.bits, c.backbone) for c in cfgs] == [
+        ("csq", "cls_linear", 16, "vit32_test"), ("dpsh", "cls_linear", 16, "vit32_test"),
+        ("transhash", "mgvt", 32, "vit32_test")]
+    with pytest.raises(ConfigError, match=r"run 'preset-nope': preset='nope' is not a known value"):
+        run_grid({**spec, "sweep": {"preset": ["csq", "nope"]}}, progress=False)
+    assert not out.exists()
