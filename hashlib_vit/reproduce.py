@@ -550,7 +550,7 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
 def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = None) -> None:
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
     from .config import field_names
-    from .runner import field_role, notebook_parameters
+    from .runner import notebook_parameters, param_role
     from .tables import family_of
 
     w_all, w_by = _by_key(weights, "--weights")
@@ -565,7 +565,7 @@ def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = Non
         if r.target == "experiment":  # the run's parameters are its RunConfig: --set sets the field itself
             for k, v in sets.items():
                 try:
-                    field_role(k)
+                    param_role(k)
                 except ConfigError as e:
                     raise ConfigError(f"--set {k}: not a RunConfig field (nor a dotted key into one): {e}") from None
                 r.params[k] = v

@@ -193,7 +193,7 @@ def run_config(params: dict):
     return RunConfig.from_dict(params)
 
 
-def field_role(name: str) -> str:
+def param_role(name: str) -> str:
     """``"result"`` / ``"eval"`` / ``"record"`` of a run parameter (:func:`hashlib_vit.config.field_role`;
     ``preset`` changes the result). Raises ConfigError for a name that is not a configuration field."""
     from .config import field_role as role
@@ -528,7 +528,7 @@ def _check_sweep_axes(grid: Grid, declared: set[str] | None = None) -> None:
         roles = []
         for n in names:
             try:
-                roles.append(field_role(n))
+                roles.append(param_role(n))
             except ConfigError:
                 roles.append("result")  # a notebook's own parameter, or an unknown name reported elsewhere
         if roles and all(r == "record" for r in roles):
@@ -545,7 +545,7 @@ def _validate_experiment_runs(grid: Grid) -> list[str]:
         unknown = []
         for name in r.params:
             try:
-                field_role(name)
+                param_role(name)
             except ConfigError:
                 unknown.append(name)
         if unknown:
@@ -666,7 +666,7 @@ def _comparable(record: dict) -> dict:
     """A params record without the bookkeeping parameters (field_role "record")."""
     def bookkeeping(name: str) -> bool:
         try:
-            return field_role(name) == "record"
+            return param_role(name) == "record"
         except ConfigError:  # a notebook's own parameter
             return False
 
@@ -1041,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Grid", "Run", "load_grid", "validate_grid", "run_grid", "run_is_complete", "execute_run",
-           "default_run_name", "read_summary", "run_config", "field_role", "executor_spec", "resolve_executor",
+           "default_run_name", "read_summary", "run_config", "param_role", "executor_spec", "resolve_executor",
            "submitit_parameters", "SUMMARY_NAME", "EXECUTORS", "TARGETS"]
 
 if __name__ == "__main__":
