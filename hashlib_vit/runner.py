@@ -128,6 +128,10 @@ class Run:
 
 @dataclass
 class Grid:
+    """An expanded grid: its file (None for a grid mapping), output root, runs in grid order, target,
+    executor mapping (:func:`executor_spec`), the notebook target's per-cell ``timeout`` (seconds) and
+    ``kernel``, and each sweep axis with the parameter names it sets."""
+
     path: Path | None
     output: Path
     runs: list[Run]
