@@ -1,10 +1,8 @@
-"""AE-ViT + HSC-Loss at the experiment level: the thesis' backbone study and the AEM figures.
+"""AE-ViT + HSC-Loss at the experiment level: the thesis' backbone study.
 
-* :func:`run_backbone_study` — AE-ViT vs the plain ViT vs CNN backbones (ResNet-50 from timm, AlexNet
-  from torchvision) under a list of losses, every cell one :func:`~hashlib_vit.experiment.run_experiment`
-  (the one training loop) with its own run directory.
-* :func:`plot_aem_maps` — what AEM learned on a few images: its spatial attention, how much it changed
-  each patch token, and its gate.
+:func:`run_backbone_study` — AE-ViT vs the plain ViT vs CNN backbones (ResNet-50 from timm, AlexNet from
+torchvision) under a list of losses, every cell one :func:`~hashlib_vit.experiment.run_experiment` (the one
+training loop) with its own run directory. The AEM figure is :func:`hashlib_vit.results.figures.plot_aem_maps`.
 
 The model and loss themselves live in :mod:`hashlib_vit.models.aem` and :mod:`hashlib_vit.losses.hsc`.
 """
@@ -13,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
-import torch
 
 from .errors import ConfigError
 from .losses import LOSSES
@@ -117,51 +112,5 @@ def run_backbone_study(base: dict, backbones: Sequence[str], losses: Sequence[st
     return pd.DataFrame(rows)
 
 
-def plot_aem_maps(model, images: torch.Tensor, titles: Sequence[str] | None = None):
-    """Figure: per image (columns) the image, AEM's spatial attention ``a_s`` and the size of its change
-    ``||X' - X||`` per patch (both upsampled to the image); a last panel shows the learned gate ``gamma``."""
-    import matplotlib.pyplot as plt
-
-    from .models.aem import aem_maps
-
-    maps = aem_maps(model, images)
-    n = images.shape[0]
-    rows = [("image", None)]
-    if maps["spatial"] is not None:
-        rows.append(("spatial attention $a_s$", maps["spatial"]))
-    rows.append((r"change $\|X'-X\|$", maps["change"]))
-    fig, axes = plt.subplots(len(rows), n + 1, figsize=(1.7 * (n + 1), 1.8 * len(rows)), squeeze=False)
-    size = images.shape[-1]
-    for c in range(n):
-        img = images[c].detach().cpu().float().permute(1, 2, 0).numpy()
-        for r, (name, m) in enumerate(rows):
-            ax = axes[r, c]
-            ax.imshow(img)
-            if m is not None:
-                up = torch.nn.functional.interpolate(m[c][None, None], size=(size, size), mode="nearest")[0, 0]
-                ax.imshow(up.numpy(), cmap="inferno", alpha=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if r == 0 and titles is not None:
-                ax.set_title(str(titles[c]), fontsize=8)
-    gamma = maps["gamma"].numpy()
-    axg = axes[0, n]
-    axg.hist(gamma, bins=20, color="tab:blue")
-    axg.set_title(r"gate $\gamma$ (all 0 at init)", fontsize=8)
-    axg.tick_params(labelsize=6)
-    if maps["channel"] is not None and len(rows) > 1:
-        axc = axes[1, n]
-        mean_c = maps["channel"].mean(0).numpy()
-        axc.bar(np.arange(len(mean_c)), np.sort(mean_c)[::-1], color="tab:orange", width=1.0)
-        axc.set_title("channel attention $a_c$\n(mean over images, sorted)", fontsize=8)
-        axc.tick_params(labelsize=6)
-    for r in range(2 if maps["channel"] is not None and len(rows) > 1 else 1, len(rows)):
-        axes[r, n].axis("off")
-    fig.tight_layout()
-    return fig
-
-
 __all__ = ["StudyBackbone", "STUDY_BACKBONES", "CLASSIC_LOSSES", "split_available", "study_runs",
-           "run_backbone_study", "plot_aem_maps"]
+           "run_backbone_study"]

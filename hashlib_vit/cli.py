@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_from_args(args)
         if args.command == "tables":
-            from .tables import main_from_args
+            from .results.tables import tables_main
 
-            return main_from_args(args)
+            return tables_main(args)
         if args.command == "list":
             if args.what == "protocols":
                 from .data import PROTOCOLS

@@ -24,7 +24,7 @@ A table (:data:`TABLES`) names a grid file in ``configs/grids/`` (the papers' re
 3. prints the plan: one line per run (name, protocol, backbone, bits, epochs, steps, estimated GPU time,
    :func:`estimate_config`) and the total;
 4. unless ``dry_run``: runs the grid (:func:`hashlib_vit.runner.run_grid`; completed runs are skipped) and
-   writes the tables (:func:`hashlib_vit.tables.build_tables` plus ``paper_table.{csv,md,tex}``: our rows
+   writes the tables (:func:`hashlib_vit.results.tables.build_tables` plus ``paper_table.{csv,md,tex}``: our rows
    and the selected paper's numbers).
 
 Output: runs under the grid's ``output`` folder and tables under ``results/tables/<grid name>``; with
@@ -550,8 +550,8 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
 def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = None) -> None:
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
     from .config import field_names
+    from .results.collect import family_of
     from .runner import notebook_parameters, param_role
-    from .tables import family_of
 
     w_all, w_by = _by_key(weights, "--weights")
     d_all, d_by = _by_key(data_root, "--data-root")
@@ -644,12 +644,13 @@ def plan_text(table: PaperTable, grid, planned: list[PlannedRun], tables_dir: Pa
 
 def paper_table(runs, table: PaperTable, digits: int = 3):
     """Our runs (mean ± std over seeds) beside the selected paper rows (:attr:`PaperTable.reference`)."""
-    from .tables import comparison_table, reference_results
+    from .results.reference import reference_results
+    from .results.tables import paper_comparison_table
 
     ref = reference_results()
     keep = [any(str(s).startswith(src) and str(t).startswith(tab) for src, tab in table.reference)
             for s, t in zip(ref["source"], ref["table"])]
-    return comparison_table(runs, reference=ref[keep], select="all" if table.reference else "none", digits=digits)
+    return paper_comparison_table(runs, reference=ref[keep], select="all" if table.reference else "none", digits=digits)
 
 
 def reproduce(name: str, *, weights=None, data_root=None, output: str | os.PathLike | None = None,
@@ -680,7 +681,8 @@ def reproduce(name: str, *, weights=None, data_root=None, output: str | os.PathL
     summary = run_grid(grid, force=force, progress=progress, validate=False, only=only, executor=executor,
                        workers=workers)
     result["summary"] = summary
-    from .tables import build_tables, collect, write_table
+    from .results.collect import collect
+    from .results.tables import build_tables, write_table
 
     if not grid.output.is_dir() or not collect(grid.output).shape[0]:
         echo(f"no completed run below {grid.output}: no tables written")

@@ -24,3 +24,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def fake_curves(bits: int, ranks=(1, 5, 10)) -> dict:
+    """A valid ``curves`` block (metrics.json schema 2) for run directories that tests write by hand:
+    precision falls and recall rises with the Hamming radius 0..bits; precision@N at ``ranks``."""
+    radius = list(range(bits + 1))
+    return {"pr_hamming": {"radius": radius, "precision": [1.0 - 0.5 * r / bits for r in radius],
+                           "recall": [r / bits for r in radius]},
+            "pr_rank": {"rank": list(ranks), "precision": [0.9 - 0.01 * i for i in range(len(ranks))],
+                        "recall": [0.1 * (i + 1) for i in range(len(ranks))]},
+            "empty_radius": "exclude"}

@@ -1,15 +1,20 @@
-"""Same-backbone comparison helpers: validation before training, tables from run directories, the
-chance-level note, the collapse diagnostics and the mAP-vs-bits figure."""
+"""Same-backbone comparisons: validation before training (hashlib_vit.compare, the runner), and what the
+results package makes of them: the chance-level table from run directories, the collapse note, the
+collapse diagnostics (results.analysis) and the mAP-vs-bits figure (results.figures)."""
 import json
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import fake_curves
 
 from hashlib_vit import compare
 from hashlib_vit.errors import ConfigError
 from hashlib_vit.results import RunDir
+from hashlib_vit.results import analysis
+from hashlib_vit.results.figures import map_vs_bits
+from hashlib_vit.results.tables import chance_level_table, loss_zoo_summary
 
 matplotlib.use("Agg")
 
@@ -20,17 +25,17 @@ def fake_rows():
         for bits in (16, 32):
             rows.append({"method": method, "backbone": "vit32_tiny", "protocol": "digits", "bits": bits, "epochs": 3,
                          "seed": 0, "pretrained": False, "topk": "all", "map": base + bits / 1000,
-                         "map_random": 0.1, "final_loss": 0.5})
+                         "map_random": 0.1, "final_loss": 0.5, "curves": fake_curves(bits)})
     return rows
 
 
 def test_table_flags_runs_at_chance_and_keeps_them():
-    t = compare.comparison_table(fake_rows())
+    t = chance_level_table(fake_rows())
     assert list(t["method"]) == ["csq", "csq", "dpsh", "dpsh"] and list(t["bits"]) == [16, 32, 16, 32]
     assert (t.loc[t.method == "dpsh", "note"].str.contains("at chance")).all()
     assert (t.loc[t.method == "csq", "note"] == "").all()
     assert t.loc[0, "map_over_random"] == pytest.approx(8.16)
-    assert compare.collapse_note(0.149, 0.1) != "" and compare.collapse_note(0.151, 0.1) == ""
+    assert analysis.collapse_note(0.149, 0.1) != "" and analysis.collapse_note(0.151, 0.1) == ""
 
 
 def test_table_from_run_directories_reads_diagnostics(tmp_path):
@@ -40,10 +45,10 @@ def test_table_from_run_directories_reads_diagnostics(tmp_path):
         if row["method"] == "dpsh":
             rd.write_json("diagnostics.json", {"mean_abs_u": 0.01, "input_spread": 0.02, "distinct_db_codes": 3,
                                                "bit_balance": 0.9})
-    t = compare.comparison_table(tmp_path)
+    t = chance_level_table(tmp_path)
     assert len(t) == 4 and t.loc[t.method == "dpsh", "mean_abs_u"].tolist() == [0.01, 0.01]
     assert t.loc[t.method == "csq", "mean_abs_u"].isna().all()
-    fig = compare.map_vs_bits_figure(t, title="x")
+    fig = map_vs_bits(t, title="x")
     ax = fig.axes[0]
     assert {line.get_label() for line in ax.get_lines()} >= {"random codes"}
     assert ax.get_ylim() == (0, 1)
@@ -99,7 +104,7 @@ def test_code_diagnostics_see_an_input_independent_model():
         model.head.fc.bias.copy_(torch.tensor([0.1, -0.1, 0.1, -0.1, 0.1, -0.1, 0.1, -0.1]))
     db = np.tile(np.array([1, -1] * 4, dtype=np.int8), (len(data.database), 1))
     res = RunResult(RunConfig(), {}, {}, model, data, db[:len(data.query)], db, None)
-    d = compare.code_diagnostics(res)
+    d = analysis.code_diagnostics(res)
     assert d["mean_abs_u"] == pytest.approx(0.1, rel=1e-5)
     assert d["input_spread"] == pytest.approx(0.0, abs=1e-5)
     assert d["distinct_db_codes"] == 1 and d["bit_balance"] == 1.0
@@ -111,7 +116,7 @@ def test_collapsed_profile_pairwise_losses_get_no_separating_gradient(classes):
     import torch.nn.functional as F
 
     y = F.one_hot(torch.tensor(classes), 10).float()
-    p = compare.collapsed_loss_profile(["dpsh", "hashnet", "dsh", "dch", "csq", "dpn", "greedyhash"], 16, y,
+    p = analysis.collapsed_loss_profile(["dpsh", "hashnet", "dsh", "dch", "csq", "dpn", "greedyhash"], 16, y,
                                        scales=[0.0, 0.1, 1.0])
     at = p.set_index(["loss", "scale"])
     for name in ("dpsh", "hashnet"):  # identical outputs: lowest loss at u = 0
@@ -129,7 +134,7 @@ def test_summarize_writes_markdown_and_json(tmp_path):
             rd.write_json("config.json", {"lr": 1e-3 if variant == "base" else 1e-4, "batch_size": 32,
                                           "loss_params": {}})
             rd.write_metrics(row)
-    df = compare.summarize(tmp_path)
+    df = loss_zoo_summary(tmp_path)
     assert len(df) == 8 and set(df["variant"]) == {"base", "lr1e-4"}
     md = (tmp_path / "summary.md").read_text().splitlines()
     assert md[1].startswith("| variant | method | bits") and len(md) == 2 + 1 + 8

@@ -262,7 +262,7 @@ def test_deephash_preset_reproduces_calc_top_map(topk):
     queryL = np.eye(10, dtype=np.int64)[rng.integers(0, 10, 30)]
     retrievalL = (rng.random((n, 10)) < 0.15).astype(np.int64)
     want = deephash_calc_top_map(rB, qB, retrievalL, queryL, topk)
-    got = evaluate(qB, rB, queryL, retrievalL, topk=None if topk == -1 else topk, protocol="deephash", chunk=7)
+    got = evaluate(qB, rB, queryL, retrievalL, topk=None if topk == -1 else topk, preset="deephash", chunk=7)
     assert got["map"] == pytest.approx(want, abs=1e-12)
     assert got["eval_protocol"] == "deephash" and got["ties"] == "numpy"
     if topk == -1:
@@ -324,10 +324,10 @@ def test_protocol_presets_and_explicit_options():
     q, db, ql, dl = random_case(rng, 5, 50, 8, 3)
     assert evaluate(q, db, ql, dl)["eval_protocol"] == "default"
     assert evaluate(q, db, ql, dl, ties="random")["eval_protocol"] == "custom"
-    assert evaluate(q, db, ql, dl, protocol={"ties": "random", "seed": 3})["ties"] == "random"
-    assert evaluate(q, db, ql, dl, protocol="deephash", ties="index")["eval_protocol"] == "deephash+custom"
-    with pytest.raises(ConfigError, match="protocol='hashnet'"):
-        evaluate(q, db, ql, dl, protocol="hashnet")
+    assert evaluate(q, db, ql, dl, preset={"ties": "random", "seed": 3})["ties"] == "random"
+    assert evaluate(q, db, ql, dl, preset="deephash", ties="index")["eval_protocol"] == "deephash+custom"
+    with pytest.raises(ConfigError, match="preset='hashnet'"):
+        evaluate(q, db, ql, dl, preset="hashnet")
     with pytest.raises(ConfigError, match="ties='best'"):
         evaluate(q, db, ql, dl, ties="best")
     with pytest.raises(ConfigError, match="ap_normalizer"):
@@ -447,7 +447,7 @@ def test_backend_choice_and_errors(monkeypatch):
     rng = np.random.default_rng(3)
     q, db, ql, dl = random_case(rng, 5, 30, 8, 3)
     assert evaluate(q, db, ql, dl)["backend"] == "numba"  # the default on a CPU
-    assert evaluate(q, db, ql, dl, protocol="deephash")["backend"] == "numpy"  # numpy's tie order needs numpy
+    assert evaluate(q, db, ql, dl, preset="deephash")["backend"] == "numpy"  # numpy's tie order needs numpy
     assert evaluate(q, db, ql, dl, device="cpu")["backend"] == "torch"
     with pytest.raises(ConfigError, match="backend='fortran' is not a known value"):
         evaluate(q, db, ql, dl, backend="fortran")

@@ -6,7 +6,8 @@ import pytest
 
 from hashlib_vit.errors import ConfigError, DataError
 from hashlib_vit.experiment import RunConfig, run_experiment
-from hashlib_vit.results import REQUIRED_METRICS, RunDir, collect_runs
+from hashlib_vit.results import REQUIRED_METRICS, RunDir
+from hashlib_vit.results.collect import collect
 
 TINY = dict(backbone="vit32_test", bits=16, epochs=2, batch_size=64, progress=False, device="cpu")
 
@@ -24,6 +25,7 @@ def test_run_directory_contract(tiny_run):
     m = rd.metrics()
     for key in REQUIRED_METRICS:
         assert key in m, key
+    assert m["schema_version"] == 2 and set(m["curves"]) == {"pr_hamming", "pr_rank", "empty_radius"}
     assert m["protocol"] == "digits" and m["bits"] == 16 and m["pretrained"] is False and m["topk"] == "all"
     assert 0.0 <= m["map"] <= 1.0
     cfg = rd.config()
@@ -52,7 +54,7 @@ def test_metrics_agree_with_saved_codes(tiny_run):
 
 def test_curves_are_stored_with_the_run_and_match_the_codes(tiny_run):
     from hashlib_vit.retrieval import evaluate
-    from hashlib_vit.tables import run_curves
+    from hashlib_vit.results.figures import run_curves
 
     m = tiny_run.metrics
     c = np.load(tiny_run.run_dir / "codes.npz")
@@ -78,9 +80,10 @@ def test_same_seed_same_codes(tmp_path, tiny_run):
     assert again.metrics["map"] == tiny_run.metrics["map"]
 
 
-def test_collect_runs_reads_the_directory(tiny_run):
-    df = collect_runs(tiny_run.run_dir.parent)
+def test_collect_reads_the_directory(tiny_run):
+    df = collect(tiny_run.run_dir.parent)
     assert len(df) == 1 and df.loc[0, "map"] == tiny_run.metrics["map"]
+    assert df.loc[0, "schema_version"] == 2 and df.loc[0, "map_random"] == tiny_run.metrics["map_random"]
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -30,8 +30,10 @@ rd.write_json("env.json", {"git_commit": "test", "protocol": {"train": 10}})
 map_value = 0.5 + bits / 1000 + seed / 100 + (0.1 if loss == "dpsh" else 0.0)'''
 FAIL = '''if fail:
     raise RuntimeError(f"deliberate failure for {loss}/{bits}")
+curves = {"pr_hamming": {"radius": [0, 1], "precision": [1.0, 0.5], "recall": [0.5, 1.0]},
+          "pr_rank": {"rank": [1], "precision": [1.0], "recall": [0.5]}, "empty_radius": "exclude"}
 rd.write_metrics({"method": loss, "loss": loss, "backbone": "tiny", "protocol": "digits", "bits": bits, "topk": "all",
-                  "map": map_value, "epochs": 1, "seed": seed, "pretrained": False})'''
+                  "map": map_value, "epochs": 1, "seed": seed, "pretrained": False, "curves": curves})'''
 
 
 def make_notebook(path: Path) -> Path:
@@ -110,7 +112,8 @@ def test_validation_rejects_bad_name_and_type_before_running(tmp_path, tiny_nb):
 
 @pytest.mark.notebook
 def test_grid_runs_records_failure_resumes_and_tables(tmp_path, tiny_nb):
-    from hashlib_vit.tables import aggregate, collect, wide_table
+    from hashlib_vit.results.collect import collect
+    from hashlib_vit.results.tables import aggregate, wide_table
 
     out = tmp_path / "out"
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), sweep={"loss": ["csq", "dpsh"], "bits": [16]},

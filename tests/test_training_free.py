@@ -284,7 +284,9 @@ def test_training_free_run_equals_fitting_by_hand(itq_run, stand_in_weights):
 def test_tables_show_training_free_runs_beside_learned_ones(itq_run, tmp_path):
     import shutil
 
-    from hashlib_vit.tables import aggregate, build_tables, collect, collect_training_logs, wide_table
+    from hashlib_vit.results.collect import collect
+    from hashlib_vit.results.figures import collect_training_logs
+    from hashlib_vit.results.tables import aggregate, build_tables, wide_table
 
     root = itq_run.parent
     learned = root / "csq16"

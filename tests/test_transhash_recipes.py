@@ -5,7 +5,7 @@ import torch
 from hashlib_vit.config import load_yaml as load_yaml_params
 from hashlib_vit.errors import ConfigError
 from hashlib_vit.experiment import RunConfig, run_experiment
-from hashlib_vit.reported_transhash import IMAGENET_AVERAGE_TRANSHASH, TABLE1, TABLE2, TABLE3, reported
+from hashlib_vit.results.reference import paper_value, reference_results, transhash_reported
 
 
 def test_paper_recipe_config_is_expressible(root):
@@ -34,13 +34,28 @@ def test_bits_groups_error_before_any_data_is_loaded():
 
 
 def test_reported_numbers_are_consistent():
-    row = TABLE1["TransHash"]
-    assert sum(row[8:]) / 4 == pytest.approx(IMAGENET_AVERAGE_TRANSHASH, abs=5e-5)  # the paper's 86.10 %
-    assert TABLE2["TransHash"] == row and TABLE3[32][0] == row[1] and TABLE3[64][0] == row[3]
-    assert all(len(v) == 12 for v in list(TABLE1.values()) + list(TABLE2.values()))
-    df = reported(1)
-    assert len(df) == 12 * len(TABLE1)
+    t1, t2, t3 = transhash_reported(1), transhash_reported(2), transhash_reported(3)
+    row = t1[t1["method"] == "TransHash"].sort_values(["dataset", "bits"], key=lambda c: c.map(
+        {"cifar10": 0, "nuswide": 1, "imagenet100": 2}) if c.name == "dataset" else c)["map"].tolist()
+    imagenet_average = paper_value("TransHash", "imagenet100", "mean")  # stated in the paper's text
+    assert sum(row[8:]) / 4 == pytest.approx(imagenet_average, abs=5e-5)  # the paper's 86.10 %
+    full2 = t2[t2["method"] == "TransHash"].reset_index(drop=True)
+    assert full2["map"].tolist() == t1[t1["method"] == "TransHash"]["map"].tolist()
+    g2 = t3[t3["groups"] == 2].set_index("bits")["map"]
+    assert g2[32] == row[1] and g2[64] == row[3]
+    assert (t1.groupby("method").size() == 12).all() and (t2.groupby("method").size() == 12).all()
+    df = t1
+    assert len(df) == 12 * t1["method"].nunique() == 12 * 11
     assert df.query("method == 'TransHash' and dataset == 'cifar10' and bits == 32")["map"].item() == 0.9108
+    # the only copy of these numbers is the reference CSV: every value read back equals its CSV cell
+    ref = reference_results()
+    csv = ref[(ref["method"] == "TransHash") & (ref["table"] == "Table 1") & (ref["family"] == "cifar10")
+              & (ref["bits"] == 32)]["value"].item()
+    assert paper_value("TransHash", "cifar10", 32, table="Table 1") == csv
+    merged = t1.dropna().merge(ref[ref["table"] == "Table 1"].drop(columns="dataset").rename(columns={"family": "dataset"}),
+                               on=["method", "dataset", "bits"])
+    assert len(merged) == len(t1.dropna()) == 112 and (merged["map"] == merged["value"]).all()
+    assert t3["map"].notna().sum() == 13  # '–' (did not converge) cells stay NaN
 
 
 def test_tiny_transhash_run_end_to_end(tmp_path):

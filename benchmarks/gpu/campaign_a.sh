@@ -156,7 +156,7 @@ run_nb() {
   local lim=$(( end - $(elapsed) )); [ "$lim" -gt 240 ] && lim=240
   if [ "$lim" -lt 15 ]; then echo "$stem,skipped,0,$lim,$(elapsed)" >>"$NBRES/summary.csv"; echo "!! $stem skipped: no time left"; return; fi
   local p=(-p run_dir "$NBRES/$stem")
-  [ "$stem" = 06_map_tables ] && p+=(-p results_root "$NBRES")
+  [ "$stem" = 06_map_tables ] && p=(-p out_dir "$NBRES/$stem" -p results_root "$NBRES")  # 06 writes to out_dir
   [ "$stem" = 07_retrieval ] && [ -n "${NB07_TIMING:-}" ] && p+=(-y "timing_sizes: $NB07_TIMING")
   local f=()
   [ "$DRY" = 1 ] && f=(-f "configs/smoke/$stem.yaml")

@@ -26,7 +26,7 @@ One entry point, :func:`evaluate`. Every semantic choice is an explicit option w
 per-distance histograms (with the ``retrieved`` normaliser and a top-K cut inside a tie group the
 number of relevant retrieved items is hypergeometric and the expectation sums over it exactly).
 
-Presets (``protocol=``): ``"default"`` (the values above) and ``"deephash"`` (ties ``numpy``,
+Presets (``preset=``): ``"default"`` (the values above) and ``"deephash"`` (ties ``numpy``,
 normaliser ``retrieved``, zero-relevant and zero-label queries count as 0, ``drop_last``): a
 compatibility mode reproducing DeepHash-pytorch's ``CalcTopMap`` numbers on float32 ±1 codes.
 """
@@ -77,23 +77,23 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def resolve_options(protocol=None, **overrides) -> tuple[str, EvalOptions]:
-    """(preset name, options): a preset name / dict / ``data.Protocol`` plus explicit overrides."""
+def resolve_options(preset=None, **overrides) -> tuple[str, EvalOptions]:
+    """(preset name, options): an evaluation preset (a name of :data:`PRESETS` or a dict of options) plus
+    explicit overrides. An evaluation preset is not a data protocol: the protocol's ``topk`` is passed as
+    ``evaluate(..., topk=...)``."""
     name = "default"
     base: dict = {}
-    if protocol is None:
+    if preset is None:
         pass
-    elif isinstance(protocol, str):
-        if protocol not in PRESETS:
-            raise bad_choice("protocol", protocol, PRESETS)
-        name, base = protocol, dict(PRESETS[protocol])
-    elif isinstance(protocol, dict):
-        name, base = "custom", dict(protocol)
-    elif hasattr(protocol, "topk") and hasattr(protocol, "name"):  # a hashlib_vit.data.Protocol
-        name = "default"
+    elif isinstance(preset, str):
+        if preset not in PRESETS:
+            raise bad_choice("preset", preset, PRESETS)
+        name, base = preset, dict(PRESETS[preset])
+    elif isinstance(preset, dict):
+        name, base = "custom", dict(preset)
     else:
-        raise ConfigError(f"protocol={protocol!r} must be None, a preset name ({', '.join(PRESETS)}), "
-                          "a dict of options or a data Protocol")
+        raise ConfigError(f"preset={preset!r} must be None, a preset name ({', '.join(PRESETS)}) or a dict of "
+                          "evaluation options")
     known = {f.name for f in fields(EvalOptions)}
     for k in list(base) + list(overrides):
         if k not in known:
@@ -325,7 +325,7 @@ def _check_k(value, name: str, n_db: int):
     return int(value)
 
 
-def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = None, *, protocol=None,
+def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = None, *, preset=None,
              bits: int | None = None, ties: str | None = None, ap_normalizer: str | None = None,
              zero_relevant: str | None = None, zero_label: str | None = None, empty_radius: str | None = None,
              drop_last: bool | None = None, seed: int | None = None, radius: int | None = None,
@@ -339,8 +339,9 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     query_codes, db_codes : (Q, B) / (N, B) codes, ±1 or {0,1} (numpy or torch, CPU or CUDA), or packed
         ``uint8 (n, ceil(B/8))`` when ``bits=B`` is given (layout: :mod:`hashlib_vit.retrieval.codes`).
     query_labels, db_labels : class indices (n,) or multi-hot 0/1 (n, C); relevant = shares >= 1 label.
-    topk : mAP cut-off K (``None``: the whole database). ``protocol``: ``None``/``"default"``,
-        ``"deephash"``, a dict of options, or a ``data.Protocol`` (its ``topk`` is used when ``topk`` is None).
+    topk : mAP cut-off K (``None``: the whole database; a data protocol's K is ``Protocol.topk``).
+    preset : the evaluation preset: ``None``/``"default"``, ``"deephash"`` or a dict of options (the result's
+        ``eval_protocol`` names it, ``+custom`` when explicit options change it).
     ties, ap_normalizer, zero_relevant, zero_label, empty_radius, drop_last, seed : see the module docstring.
     radius : the Hamming radius of ``precision_radius`` / ``recall_radius`` (default 2).
     precision_at : ranks N of ``precision_at_N`` / ``recall_at_N`` (default 100, 500, 1000, 2000; defaults
@@ -357,12 +358,10 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     chunk : queries per block (numpy/torch memory is O(chunk x N) bytes). ``threads`` : CPU worker threads
         over query blocks (default: the CPU count, at most 8).
     """
-    preset, opts = resolve_options(protocol, ties=ties, ap_normalizer=ap_normalizer, zero_relevant=zero_relevant,
+    preset_name, opts = resolve_options(preset, ties=ties, ap_normalizer=ap_normalizer, zero_relevant=zero_relevant,
                                    zero_label=zero_label, empty_radius=empty_radius, drop_last=drop_last,
                                    seed=seed, radius=radius, pr_points=pr_points,
                                    precision_at=None if precision_at is None else tuple(precision_at))
-    if topk is None and protocol is not None and hasattr(protocol, "topk") and not isinstance(protocol, dict):
-        topk = protocol.topk
     qp, qbits = as_packed(query_codes, "query_codes", bits)
     dp, dbits = as_packed(db_codes, "db_codes", bits)
     if qbits != dbits:
@@ -544,7 +543,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         "n_counted": int(counted.sum()),
         "n_zero_relevant": int(zero_rel.sum()),
         "n_zero_label": int(zero_lab.sum()),
-        "eval_protocol": preset,
+        "eval_protocol": preset_name,
         "ties": opts.ties,
         "ap_normalizer": opts.ap_normalizer,
         "zero_relevant": opts.zero_relevant,

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import torch
 
     from hashlib_vit.baselines import baseline_table
-    from hashlib_vit.tables import to_markdown
+    from hashlib_vit.results.tables import to_markdown
     from hashlib_vit.utils import git_commit
 
     frames = []

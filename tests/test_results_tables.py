@@ -1,4 +1,5 @@
-"""Tables from run directories: aggregation over seeds, the papers' numbers beside ours, formats, curves."""
+"""Tables from run directories (hashlib_vit.results): aggregation over seeds, the papers' numbers beside ours,
+formats, and curves read from metrics.json (never recomputed by the tables)."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,21 @@ import pandas as pd
 import pytest
 
 from hashlib_vit.results import RunDir
-from hashlib_vit.tables import (aggregate, build_tables, collect, comparison_table, hamming_pr_curve,
-                                precision_at_n, reference_results, run_curves, to_latex, to_markdown, wide_table)
+from hashlib_vit.results.collect import collect
+from hashlib_vit.results.figures import run_curves
+from hashlib_vit.results.migrate import migrate_run
+from hashlib_vit.results.reference import reference_results
+from hashlib_vit.results.tables import aggregate, build_tables, to_latex, to_markdown, wide_table
+from hashlib_vit.results.tables import paper_comparison_table as comparison_table
 
 
 def fake_run(path: Path, *, method: str, loss: str | None = None, protocol: str = "cifar10", bits: int = 32,
              seed: int = 0, map_value: float = 0.5, backbone: str = "vit32_tiny", topk=54000, epochs: int = 30,
-             codes: bool = False, extra_config: dict | None = None, metrics_extra: dict | None = None) -> RunDir:
-    """A run directory as run_experiment writes it (no training)."""
+             codes: bool = False, extra_config: dict | None = None, metrics_extra: dict | None = None,
+             curves: dict | None = None) -> RunDir:
+    """A run directory as run_experiment writes it (no training). With ``curves`` (a schema-2 ``curves``
+    block) metrics.json is written by ``RunDir.write_metrics`` (schema 2); without, as a schema-1 file
+    without curves, like the runs committed before the engine stored them."""
     rd = RunDir(path).prepare()
     rd.write_json("config.json", {"protocol": protocol, "backbone": backbone, "loss": loss or method, "bits": bits,
                                   "epochs": epochs, "batch_size": 64, "lr": 0.001, "seed": seed, "method": method,
@@ -32,9 +40,13 @@ def fake_run(path: Path, *, method: str, loss: str | None = None, protocol: str 
         flip = lambda lab: centers[lab] * np.where(rng.random((len(lab), bits)) < 0.2, -1, 1)  # noqa: E731
         rd.write_codes(query_codes=flip(ql).astype(np.int8), db_codes=flip(dl).astype(np.int8), query_labels=ql,
                        db_labels=dl)
-    rd.write_metrics({"method": method, "loss": loss or method, "backbone": backbone, "protocol": protocol,
-                      "bits": bits, "topk": topk, "map": map_value, "epochs": epochs, "seed": seed,
-                      "pretrained": False, "device": "cpu", **(metrics_extra or {})})
+    metrics = {"method": method, "loss": loss or method, "backbone": backbone, "protocol": protocol, "bits": bits,
+               "topk": topk, "map": map_value, "epochs": epochs, "seed": seed, "pretrained": False, "device": "cpu",
+               **(metrics_extra or {})}
+    if curves is not None:
+        rd.write_metrics({**metrics, "curves": curves})
+    else:
+        rd.write_json("metrics.json", metrics)  # schema 1
     return rd
 
 
@@ -63,7 +75,9 @@ def test_reference_csv_is_transcribed_with_sources():
     # no numbers for VTS or Pei & Wang exist in the sources: none may appear
     assert not ref["source"].str.contains("VTS|Pei", regex=True).any()
     assert not ref["method"].str.contains("VTS|SL-ViT", regex=True).any()
-    assert len(ref) == 235
+    # 235 table values + the ImageNet-100 average stated in the TransHash paper's text (moved from the former
+    # reported_transhash.py into the CSV)
+    assert len(ref) == 236
 
 
 def test_aggregate_and_wide_table(cifar_runs):
@@ -131,10 +145,13 @@ def test_tables_command_on_fake_runs(cifar_runs, tmp_path):
     assert "0.9075" in csv["cifar10 16 bits"].astype(str).tolist()
 
 
-def test_curves_recomputed_from_codes_or_read_from_metrics(tmp_path):
+def test_curves_come_from_metrics_json_and_codes_only_through_the_migration(tmp_path):
     rd = fake_run(tmp_path / "a", method="csq", protocol="digits", bits=16, codes=True, topk="all")
+    assert run_curves(rd.path)["source"] == "none"  # schema 1 without curves: the tables recompute nothing
+    assert migrate_run(rd.path) == "curves from codes.npz"  # the one-off migration computes them once
     c = run_curves(rd.path)
-    assert c["source"] == "codes.npz"
+    assert c["source"] == "metrics.json"
+    assert json.loads(rd.file("metrics.json").read_text())["schema_version"] == 2
     with np.load(rd.file("codes.npz")) as z:
         qc, dc, ql, dl = z["query_codes"], z["db_codes"], z["query_labels"], z["db_labels"]
     # naive reference: per query, per radius
@@ -150,25 +167,44 @@ def test_curves_recomputed_from_codes_or_read_from_metrics(tmp_path):
     order = np.argsort(d, axis=1, kind="stable")
     p10 = np.mean([rel[i, order[i, :10]].mean() for i in range(len(qc))])
     assert c["pn"]["precision"][c["pn"]["n"].index(10)] == pytest.approx(p10)
-    # curves stored by the evaluation engine win over recomputation
-    rd2 = fake_run(tmp_path / "b", method="csq", protocol="digits", bits=16, metrics_extra={
-        "pr_curve": {"radius": [0, 1], "precision": [1.0, 0.5], "recall": [0.1, 0.2]},
-        "precision_at_n": {"100": 0.7, "10": 0.9}})
-    c2 = run_curves(rd2.path)
-    assert c2["source"] == "metrics.json" and c2["pn"] == {"n": [10, 100], "precision": [0.9, 0.7]}
-    assert c2["pr"]["precision"] == [1.0, 0.5]
-    # the evaluation engine's names (branch feat/eval): pr_hamming, pr_rank, precision_at_N scalars
-    rd3 = fake_run(tmp_path / "c", method="csq", protocol="digits", bits=16, metrics_extra={
+    assert migrate_run(rd.path) == "schema 2 already"
+    # curves stored by the evaluation engine are read back as they are
+    rd3 = fake_run(tmp_path / "c", method="csq", protocol="digits", bits=2, curves={
         "pr_hamming": {"radius": [0, 1, 2], "precision": [0.9, 0.8, 0.7], "recall": [0.1, 0.3, 0.6]},
-        "precision_at_100": 0.6, "precision_at_500": 0.5})
+        "pr_rank": {"rank": [100, 500], "precision": [0.6, 0.5], "recall": [0.2, 0.4]}, "empty_radius": "exclude"})
     c3 = run_curves(rd3.path)
     assert c3["pr"]["recall"] == [0.1, 0.3, 0.6] and c3["pn"] == {"n": [100, 500], "precision": [0.6, 0.5]}
-    rd4 = fake_run(tmp_path / "d", method="csq", protocol="digits", bits=16, metrics_extra={
-        "pr_rank": {"rank": [5, 10], "precision": [0.9, 0.8], "recall": [0.1, 0.2]}})
-    assert run_curves(rd4.path)["pn"] == {"n": [5, 10], "precision": [0.9, 0.8]}
-    with pytest.raises(Exception):
-        hamming_pr_curve(np.zeros((2, 4)), np.ones((3, 4)), [0, 1], [0, 1, 0])  # 0 is not a ±1 code
-    assert precision_at_n(qc, dc, ql, dl, ns=[1, 40])["n"] == [1, 40]
+    rd4 = fake_run(tmp_path / "d", method="csq", protocol="digits", bits=1, curves={
+        "pr_hamming": {"radius": [0, 1], "precision": [None, 0.5], "recall": [0.0, 1.0]},
+        "pr_rank": {"rank": [5, 10], "precision": [0.9, 0.8], "recall": [0.1, 0.2]}, "empty_radius": "exclude"})
+    c4 = run_curves(rd4.path)
+    assert c4["pn"] == {"n": [5, 10], "precision": [0.9, 0.8]}
+    assert np.isnan(c4["pr"]["precision"][0]) and c4["pr"]["precision"][1] == 0.5  # null: no query retrieves
+    # a schema-1 file with curves under other names is not guessed at: no curves
+    rd2 = fake_run(tmp_path / "b", method="csq", protocol="digits", bits=16, metrics_extra={
+        "pr_curve": {"radius": [0, 1], "precision": [1.0, 0.5], "recall": [0.1, 0.2]}})
+    assert run_curves(rd2.path) == {"pr": None, "pn": None, "source": "none"}
+
+
+def test_tables_never_recompute_curves_a_run_without_codes_keeps_its_curves(tmp_path):
+    """build_tables draws the PR and P@N figures from metrics.json alone: no codes.npz anywhere."""
+    from conftest import fake_curves
+
+    for bits in (8, 16):
+        fake_run(tmp_path / "runs" / f"csq_{bits}", method="csq", protocol="digits", bits=bits, topk="all",
+                 curves=fake_curves(bits))
+    fake_run(tmp_path / "runs" / "old", method="dpsh", protocol="digits", bits=8, topk="all")  # schema 1, no curves
+    assert not list(tmp_path.rglob("codes.npz"))
+    res = build_tables(tmp_path / "runs", tmp_path / "out")
+    assert set(res["figures"]) >= {"pr_curves", "precision_at_n"}
+    assert any("old: no curves in metrics.json" in n for n in res["notes"])
+    from hashlib_vit.results.figures import collect_curves
+
+    pr, pn, _ = collect_curves(res["runs"])
+    assert sorted(pr["bits"].unique()) == [8, 16] and len(pr) == 9 + 17  # radius 0..K of both runs
+    assert pn.groupby("bits")["n"].apply(list).to_dict() == {8: [1, 5, 10], 16: [1, 5, 10]}
+    row = pr[(pr["bits"] == 16) & (pr["radius"] == 4)].iloc[0]
+    assert row["precision"] == pytest.approx(1.0 - 0.5 * 4 / 16) and row["recall"] == pytest.approx(4 / 16)
 
 
 def test_build_tables_errors(tmp_path):
@@ -192,7 +228,7 @@ def test_comparison_without_any_paper_value(tmp_path):
 
 
 def test_training_logs_are_read_from_a_compressed_archive_copy(cifar_runs):
-    from hashlib_vit.tables import collect_training_logs
+    from hashlib_vit.results.figures import collect_training_logs
 
     runs = collect(cifar_runs)
     before = collect_training_logs(runs)

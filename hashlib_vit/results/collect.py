@@ -1,0 +1,165 @@
+"""The ONE collector: run directories below a folder -> a DataFrame with one row per completed run.
+
+Tables, figures, notebooks, ``hashlib-vit reproduce`` and the CLI read runs only through :func:`collect`
+(and failed grid runs through :func:`failed_runs`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import flatten
+from ..errors import DataError
+from .analysis import collapse_note
+from .rundir import RunDir, find_runs
+
+ROW_KEYS = ["method", "backbone", "pretraining", "training"]
+FAMILIES = (("cifar10", "cifar10"), ("nuswide", "nuswide"), ("imagenet", "imagenet100"), ("coco", "coco"),
+            ("digits", "digits"))
+CODE_STATISTICS = ("mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance")  # diagnostics.json
+
+
+# fields a table already shows as a row or column key (or averages over: seed), so they never make a variant
+TABLE_KEYS = frozenset({"seed", "method", "backbone", "head", "loss", "weights", "epochs", "batch_size", "img_size",
+                        "bits", "protocol"})
+
+
+def variant_fields() -> list[str]:
+    """The configuration fields that tell runs of one table row apart: every field whose role is
+    ``result`` or ``eval`` (:mod:`hashlib_vit.config`) that the table does not already show
+    (:data:`TABLE_KEYS`). Bookkeeping fields (role ``record``: ``resume``, ``checkpoint_every_*``,
+    ``device``, ``run_dir``, ...) never split a row, so a resumed seed is averaged with its siblings."""
+    from ..config import fields_with_role
+
+    return [k for k in fields_with_role("result", "eval") if k not in TABLE_KEYS]
+
+
+def family_of(protocol: str) -> str:
+    """``cifar10-2`` -> ``cifar10``, ``nuswide21`` -> ``nuswide``: the data set a protocol draws from."""
+    p = str(protocol).lower()
+    for prefix, fam in FAMILIES:
+        if p.startswith(prefix):
+            return fam
+    return p
+
+
+def method_key(name: Any) -> str:
+    """Normalised method name for matching ours with the papers' (``Greedy-Hash`` -> ``greedyhash``)."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def row_keys(df) -> list[str]:
+    """The columns that name one table row: :data:`ROW_KEYS`, plus ``variant`` when some run has one."""
+    return ROW_KEYS + (["variant"] if "variant" in df and (df["variant"] != "").any() else [])
+
+
+def _read_optional(rd: RunDir, name: str) -> dict:
+    try:
+        return rd.read_json(name)
+    except DataError:
+        return {}
+
+
+def _pretraining(metrics: dict, config: dict) -> str:
+    pre = metrics.get("pretrained")
+    if pre in (False, None, "false", "none", "") and not config.get("weights"):
+        return "none (from scratch)"
+    w = config.get("weights")
+    return f"pretrained ({Path(str(w)).name})" if w and w != "hub" else "pretrained (timm hub)"
+
+
+def _training(metrics: dict, config: dict, env: dict) -> str:
+    n_train = (env.get("protocol") or {}).get("train")
+    if metrics.get("training") == "none":  # training-free (LSH / PCA / ITQ): fitted on the train features
+        n_fit = metrics.get("n_fit", n_train)
+        return "none" + (f" (fit on {n_fit} train imgs)" if n_fit else "")
+    epochs = metrics.get("epochs", config.get("epochs"))
+    parts = [f"{epochs} ep" if epochs is not None else "? ep"]
+    if n_train:
+        parts.append(f"{n_train} train imgs")
+    if config.get("batch_size"):
+        parts.append(f"batch {config['batch_size']}")
+    if config.get("img_size"):
+        parts.append(f"{config['img_size']} px")
+    return ", ".join(parts)
+
+
+def collect(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """One row per completed run directory below ``root`` (every ``metrics.json``), sorted by path.
+
+    Columns: every field of metrics.json (validated by :func:`~.rundir.read_metrics`; ``curves`` holds the
+    engine's curves, NaN for a schema-1 run without them; ``map_random`` the random-code chance level),
+    ``schema_version`` (1 or 2), ``pretraining`` and ``training`` (readable setting strings), ``family``
+    (data set), ``run_dir``, ``git_commit``, ``config`` (the config.json dict), ``note`` (''; or that the
+    run is at chance level, :func:`~.analysis.collapse_note`; ``not evaluated`` without ``map_random``),
+    the code statistics of ``diagnostics.json`` when the run has one (:data:`CODE_STATISTICS`, else NaN),
+    and ``variant`` (the config values that tell runs of one table row apart, :func:`_add_variants`).
+    Raises DataError naming the file for a malformed metrics.json.
+    """
+    import pandas as pd
+
+    rows = []
+    for rd in find_runs(root):
+        m = rd.metrics()
+        cfg = flatten(_read_optional(rd, "config.json"))  # sectioned (this version) or flat (older runs)
+        env = _read_optional(rd, "env.json")
+        row = dict(m)
+        row["schema_version"] = m.get("schema_version", 1)
+        row.setdefault("method", cfg.get("method") or cfg.get("loss"))
+        row.setdefault("backbone", cfg.get("backbone"))
+        row.setdefault("seed", cfg.get("seed"))
+        row["pretraining"] = _pretraining(m, cfg)
+        row["training"] = _training(m, cfg, env)
+        row["family"] = family_of(m.get("protocol", ""))
+        row["run_dir"] = str(rd.path)
+        row["git_commit"] = env.get("git_commit")
+        row["config"] = cfg
+        row["note"] = collapse_note(m.get("map"), m.get("map_random"))
+        diag = _read_optional(rd, "diagnostics.json")
+        row.update({k: diag[k] for k in CODE_STATISTICS if k in diag})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["bits"] = df["bits"].astype(int)
+        for k in CODE_STATISTICS + ("map_random",):
+            if k not in df:
+                df[k] = float("nan")
+        df = _add_variants(df)
+    return df
+
+
+def _add_variants(df):
+    """When runs of one (method, backbone, pretraining, training) row differ in a :func:`variant_fields`
+    value (e.g. lr or loss_params), name the difference in a ``variant`` column (``lr=0.01``) so they are
+    not averaged together."""
+    considered = set(variant_fields())
+    variants = [""] * len(df)
+    for _, idx in df.groupby(ROW_KEYS, dropna=False).groups.items():
+        cfgs = [df.at[i, "config"] or {} for i in idx]
+        keys = sorted({k for c in cfgs for k in c} & considered)
+        varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in cfgs}) > 1]
+        for i, c in zip(idx, cfgs):
+            variants[df.index.get_loc(i)] = ", ".join(
+                f"{k}={json.dumps(c.get(k), sort_keys=True, separators=(',', ':'))}" for k in varying)
+    df = df.copy()
+    df["variant"] = variants
+    return df
+
+
+def failed_runs(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """Rows of every ``grid_summary.csv`` below ``root`` whose status is not completed/skipped."""
+    import pandas as pd
+
+    frames = []
+    for p in sorted(Path(root).rglob("grid_summary.csv")):
+        s = pd.read_csv(p)
+        s = s[~s["status"].isin(["completed", "skipped"])]
+        if len(s):
+            frames.append(s.assign(summary=str(p)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+__all__ = ["CODE_STATISTICS", "ROW_KEYS", "collect", "failed_runs", "family_of", "ignored_config_keys", "method_key",
+           "row_keys"]

@@ -1,0 +1,461 @@
+"""Every figure the package draws (matplotlib / seaborn); each function returns the Figure it drew.
+
+* data: :func:`class_samples_grid`; training: :func:`training_curve` (the one training-curve plot of the
+  notebooks), :func:`plot_training_curves` (every run of a results folder, mean ± std over seeds);
+* retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
+* results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
+  :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
+  recomputed — and :func:`make_figures` (all of them for ``build_tables``);
+* methods: :func:`mgvt_diagram` (TransHash), :func:`plot_aem_maps` (AE-ViT).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .collect import row_keys
+
+
+def _floats(values) -> list[float]:
+    """Curve values as floats; None (e.g. a radius at which no query retrieves anything) -> NaN."""
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def curves_of(metrics: dict) -> dict:
+    """The PR (Hamming radius) and precision@N curves of one run, read from its metrics' ``curves`` block
+    (written by the evaluation engine, :func:`hashlib_vit.retrieval.evaluate` with ``curves=True``).
+    ``{"pr": {"radius", "precision", "recall"} | None, "pn": {"n", "precision"} | None, "source"}``;
+    ``source`` is ``metrics.json`` or ``none`` (a schema-1 run without curves: nothing is recomputed)."""
+    c = metrics.get("curves") if isinstance(metrics, dict) else None
+    if not isinstance(c, dict):
+        return {"pr": None, "pn": None, "source": "none"}
+    h, r = c["pr_hamming"], c["pr_rank"]
+    return {"pr": {"radius": [int(x) for x in h["radius"]], "precision": _floats(h["precision"]),
+                   "recall": _floats(h["recall"])},
+            "pn": {"n": [int(x) for x in r["rank"]], "precision": _floats(r["precision"])},
+            "source": "metrics.json"}
+
+
+def run_curves(run_dir: str | os.PathLike) -> dict:
+    """:func:`curves_of` the metrics.json of one run directory (validated by ``read_metrics``)."""
+    from .rundir import read_metrics
+
+    return curves_of(read_metrics(Path(run_dir) / "metrics.json"))
+
+
+def collect_curves(runs) -> tuple["pd.DataFrame", "pd.DataFrame", list[str]]:  # noqa: F821
+    """Long tables of PR and P@N curves of every run of ``runs`` (a :func:`~.collect.collect` frame: its
+    ``curves`` column), with the run's row keys, protocol, bits, seed and run_dir; plus notes naming
+    the runs that have no curves."""
+    import pandas as pd
+
+    pr_rows, pn_rows, notes = [], [], []
+    keys = [k for k in row_keys(runs) + ["protocol", "bits", "seed", "run_dir"] if k in runs]
+    for _, r in runs.iterrows():
+        c = curves_of({"curves": r.get("curves")})
+        meta = {k: r[k] for k in keys}
+        if c["pr"]:
+            pr_rows += [{**meta, "radius": a, "precision": p, "recall": q}
+                        for a, p, q in zip(c["pr"]["radius"], c["pr"]["precision"], c["pr"]["recall"])]
+            pn_rows += [{**meta, "n": a, "precision": p} for a, p in zip(c["pn"]["n"], c["pn"]["precision"])]
+        else:
+            notes.append(f"{r['run_dir']}: no curves in metrics.json (schema-1 run; see "
+                         "python -m hashlib_vit.results.migrate)")
+    return pd.DataFrame(pr_rows), pd.DataFrame(pn_rows), notes
+
+
+def collect_training_logs(runs, max_points: int = 400) -> "pd.DataFrame":  # noqa: F821
+    """Every run's train_log.csv[.gz] (step, loss, ...) with its row keys; thinned to ``max_points`` per run."""
+    import pandas as pd
+
+    frames = []
+    keys = [k for k in row_keys(runs) + ["protocol", "bits", "seed", "run_dir"] if k in runs]
+    for _, r in runs.iterrows():
+        # train_log.csv as written by the run, or train_log.csv.gz (archived runs keep a compressed copy)
+        p = next((q for q in (Path(r["run_dir"]) / n for n in ("train_log.csv", "train_log.csv.gz"))
+                  if q.is_file() and q.stat().st_size > 0), None)
+        if p is None:
+            continue
+        log = pd.read_csv(p)
+        if "loss" not in log or "step" not in log:
+            continue
+        log = log[["step", "epoch", "loss"] if "epoch" in log else ["step", "loss"]]
+        if len(log) > max_points:  # smooth, then thin, so long runs stay readable
+            log = log.assign(loss=log["loss"].rolling(max(len(log) // max_points, 1), min_periods=1).mean())
+            log = log.iloc[np.linspace(0, len(log) - 1, max_points).astype(int)]
+        for k in keys:
+            log[k] = r[k]
+        frames.append(log)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- figures
+def _label(df):
+    return df["method"].astype(str) + " · " + df["backbone"].astype(str)
+
+
+def map_vs_bits(runs, value: str = "map", *, ax=None, title: str | None = None, chance: bool = True):
+    """mAP against code length, one line per setting (``method · backbone``; mean over seeds, band = std),
+    one panel per protocol, with the random-code level (``map_random``, mean per bits) dashed when
+    ``chance`` and the runs recorded it. ``runs``: a :func:`~.collect.collect` frame or the
+    :func:`~.tables.chance_level_table` rows (needs ``method``, ``bits`` and ``value``). ``ax``: draw
+    into this axes (one protocol only). Returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = runs.copy()
+    d["setting"] = _label(d) if "backbone" in d else d["method"].astype(str)
+    protocols = sorted(d["protocol"].astype(str).unique()) if "protocol" in d else [None]
+    if ax is not None and len(protocols) > 1:
+        raise ValueError(f"ax= draws one panel but the runs hold {len(protocols)} protocols {protocols}")
+    if ax is None:
+        fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 3.6), squeeze=False)
+        axes = list(axes[0])
+    else:
+        fig, axes = ax.figure, [ax]
+    for a, proto in zip(axes, protocols):
+        sub = d if proto is None else d[d["protocol"].astype(str) == proto]
+        sns.lineplot(data=sub, x="bits", y=value, hue="setting", marker="o", errorbar="sd", ax=a)
+        if chance and "map_random" in sub and sub["map_random"].notna().any():
+            level = sub.groupby("bits")["map_random"].mean()
+            a.plot(level.index, level.values, "k--", lw=1, label="random codes")
+        a.set_xticks(sorted(sub["bits"].unique()))
+        a.set_ylim(0, 1)
+        a.set_xlabel("code length K (bits)")
+        a.set_ylabel("mAP")
+        a.legend(fontsize=8, ncols=2)
+        a.set_title(" · ".join(x for x in (title, proto if len(protocols) > 1 else None) if x)
+                    or (proto or ""))
+    if ax is None:
+        fig.suptitle("mAP vs code length (mean ± std over seeds)" if title is None else "", y=1.02)
+        fig.tight_layout()
+    return fig
+
+
+def plot_pr_curves(pr):
+    """Precision vs recall over Hamming radius (mean over seeds), one panel per protocol × bits."""
+    import seaborn as sns
+
+    keys = [k for k in ("method", "backbone", "protocol", "bits", "radius") if k in pr]
+    m = pr.groupby(keys, as_index=False)[["precision", "recall"]].mean()
+    m["setting"] = _label(m)
+    g = sns.relplot(data=m, x="recall", y="precision", hue="setting", col="bits", row="protocol", kind="line",
+                    sort=False, marker=".", height=3, aspect=1.1)
+    g.figure.suptitle("Precision–recall over Hamming radius 0..K", y=1.03)
+    return g.figure
+
+
+def plot_precision_at_n(pn):
+    """Precision of the top N items (Hamming ranking) against N, one panel per protocol × bits."""
+    import seaborn as sns
+
+    d = pn.assign(setting=_label(pn))
+    g = sns.relplot(data=d, x="n", y="precision", hue="setting", col="bits", row="protocol", kind="line",
+                    marker="o", errorbar="sd", height=3, aspect=1.1)
+    g.set_axis_labels("N (top items)", "precision@N")
+    g.figure.suptitle("Precision@N (Hamming ranking; mean ± std over seeds)", y=1.03)
+    return g.figure
+
+
+def plot_training_curves(logs):
+    """Training loss per step of every run in ``logs`` (:func:`collect_training_logs`; mean ± std over
+    seeds), one panel per protocol × bits."""
+    import seaborn as sns
+
+    d = logs.assign(setting=_label(logs))
+    g = sns.relplot(data=d, x="step", y="loss", hue="setting", col="bits", row="protocol", kind="line",
+                    errorbar="sd", height=3, aspect=1.2, facet_kws={"sharey": False})
+    g.figure.suptitle("Training loss per step (mean ± std over seeds)", y=1.03)
+    return g.figure
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    from ..utils import atomic_write_bytes
+
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def make_figures(runs, out: str | os.PathLike) -> tuple[dict[str, Path], list[str]]:
+    """Every figure that the available files allow, saved as PNG under ``out``; notes say what was skipped."""
+    out = Path(out)
+    made, notes = {}, []
+    if len(runs) == 0:
+        return made, ["no completed runs: no figures"]
+    made["map_vs_bits"] = _save(map_vs_bits(runs), out / "map_vs_bits.png")
+    pr, pn, cnotes = collect_curves(runs)
+    notes += cnotes
+    if len(pr):
+        made["pr_curves"] = _save(plot_pr_curves(pr), out / "pr_curves.png")
+    else:
+        notes.append("precision-recall figure skipped: no run has curves in metrics.json")
+    if len(pn):
+        made["precision_at_n"] = _save(plot_precision_at_n(pn), out / "precision_at_n.png")
+    else:
+        notes.append("precision@N figure skipped: no run has curves in metrics.json")
+    logs = collect_training_logs(runs)
+    if len(logs):
+        made["training_curves"] = _save(plot_training_curves(logs), out / "training_curves.png")
+    else:
+        notes.append("training-curve figure skipped: no train_log.csv")
+    return made, notes
+
+
+
+
+# ----------------------------------------------------------------------------- data, training, retrieval
+def _img(x) -> np.ndarray:
+    """uint8 (3,H,W) or float [0,1] tensor -> HWC float array for imshow."""
+    x = x.detach().cpu()
+    x = x.float() / 255.0 if str(x.dtype) == "torch.uint8" else x.float()
+    return x.permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def class_samples_grid(split, class_names: list[str], per_class: int = 8, seed: int = 0):
+    """A grid with ``per_class`` sample images of every class (rows = classes); ``split`` is a data
+    split with multi-hot ``labels`` (n, C) and ``images`` (or ``load_images`` for file-backed splits)."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    labels = split.labels.numpy() > 0  # items carrying label c (multi-label items can appear in several rows)
+    n_cls = len(class_names)
+    fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 0.9, n_cls * 0.9), squeeze=False)
+    for c in range(n_cls):
+        pos = np.flatnonzero(labels[:, c])
+        pick = rng.choice(pos, size=min(per_class, len(pos)), replace=False) if len(pos) else []
+        # in-memory splits hold .images; file-backed ones (list-file data sets) decode on demand
+        ims = split.images[pick] if hasattr(split, "images") else (split.load_images(pick, 96) if len(pick) else [])
+        for j, ax in enumerate(axes[c]):
+            ax.axis("off")
+            if j < len(pick):
+                ax.imshow(_img(ims[j]))
+        axes[c, 0].set_title(class_names[c], fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def _as_log(steps):
+    """A training log as a DataFrame, from a path, a DataFrame or a list of per-step dicts."""
+    import pandas as pd
+
+    if isinstance(steps, (str, os.PathLike)):
+        return pd.read_csv(steps)
+    return steps.copy() if isinstance(steps, pd.DataFrame) else pd.DataFrame(list(steps))
+
+
+def training_curve(steps, evals=None, *, columns=("loss",), per_epoch: bool = False, label: str | None = None,
+                   title: str = "training", ax=None, logy: bool = False):
+    """THE training-curve plot: loss per step (raw, faint, and smoothed) or its mean per epoch, and the
+    mAP of the periodic evaluations on a second axis.
+
+    ``steps``: the training log (``RunResult.history["steps"]``, a DataFrame, or a train_log.csv path)
+    with ``step`` (and ``epoch``) and the ``columns`` to draw (e.g. ``["loss", "loss_quant"]``);
+    ``evals``: ``history["evals"]`` (``step``, ``map``) or None; ``per_epoch``: mean per epoch on an
+    epoch axis (for comparing runs); ``label``: legend prefix (several runs on one ``ax``); ``logy``:
+    log-scale loss axis. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = _as_log(steps)
+    missing = [c for c in columns if c not in df]
+    if missing:
+        raise ValueError(f"training log has no column(s) {missing}; it has {list(df.columns)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+    else:
+        fig = ax.figure
+    prefix = f"{label} " if label else ""
+    for i, col in enumerate(columns):
+        color = None if label else f"C{i}"  # several runs on one axes: matplotlib's colour cycle
+        name = col if len(columns) > 1 or label else "loss"
+        if per_epoch:
+            e = df.groupby("epoch")[col].mean()
+            ax.plot(e.index, e.values, color=color, label=f"{prefix}{name}".strip())
+        else:
+            (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(), color=color,
+                              label=f"{prefix}{name} (smoothed)".strip())
+            ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
+                    label=f"{prefix}{name} (per step)".strip() if not label else None)
+    ax.set_xlabel("epoch" if per_epoch else "step")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    if evals:
+        ev = pd.DataFrame(evals)
+        ax2 = ax.twinx()
+        ax2.plot(ev["epoch" if per_epoch else "step"], ev["map"], "o-", color="C1" if len(columns) == 1 else "k",
+                 label="mAP")
+        ax2.set_ylabel("mAP")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left" if evals else "best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def search_result_grid(query_images, db_images, ids: np.ndarray, distances: np.ndarray, relevant: np.ndarray,
+                       title: str = "Top-k from the index (green = shares a label with the query)"):
+    """Rows: a query image, then the images of its search results with their Hamming distance;
+    ``ids`` / ``distances`` (Q, k) int (a :class:`~hashlib_vit.retrieval.index.SearchResult`; -1 = no
+    result) and ``relevant`` (Q, k) bool mark correct results (green frame) and wrong ones (red)."""
+    import matplotlib.pyplot as plt
+
+    nq, k = ids.shape
+    fig, axes = plt.subplots(nq, k + 1, figsize=((k + 1) * 0.95, nq * 1.1), squeeze=False)
+    for r in range(nq):
+        ax = axes[r, 0]
+        ax.imshow(_img(query_images[r]))
+        ax.set_title("query", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_edgecolor("black"), s.set_linewidth(2)
+        for j in range(k):
+            ax = axes[r, j + 1]
+            ax.set_xticks([]), ax.set_yticks([])
+            if ids[r, j] < 0:
+                ax.axis("off")
+                continue
+            ax.imshow(_img(db_images[int(ids[r, j])]))
+            ok = bool(relevant[r, j])
+            ax.set_title(f"d={distances[r, j]}", fontsize=7, color="green" if ok else "red")
+            for s in ax.spines.values():
+                s.set_edgecolor("green" if ok else "red"), s.set_linewidth(2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_grid(data, query_codes: np.ndarray, db_codes: np.ndarray, n_queries: int = 5, k: int = 10,
+                   seed: int = 0):
+    """Rows: a random query image (``seed``) then its top-k database images by Hamming distance (ties by
+    database index), ranked by the retrieval engine's exact index (:class:`~hashlib_vit.retrieval.index.
+    HashIndex`, ``flat``); green frame = shares a label with the query, red = not."""
+    from ..retrieval.index import HashIndex
+
+    rng = np.random.default_rng(seed)
+    qs = rng.choice(len(query_codes), size=min(n_queries, len(query_codes)), replace=False)
+    found = HashIndex.from_codes(np.asarray(db_codes)).search(np.asarray(query_codes)[qs], k)
+    ql, dl = data.query.labels.numpy(), data.database.labels.numpy()
+    relevant = (ql[qs][:, None, :] * dl[np.clip(found.ids, 0, None)]).sum(-1) > 0
+    return search_result_grid(data.query.images[qs], data.database.images, found.ids, found.distances, relevant,
+                              title="Top-k by Hamming distance (green = shares a label with the query)")
+
+
+# ----------------------------------------------------------------------------- methods
+def mgvt_diagram(bits: int = 32, groups: int = 2, depth: int = 24, n_patches: int = 49, local_stream: bool = True):
+    """TransHash / MGVT (Chen et al., ICMR 2022, §3, Fig. 2): shared trunk, global stream, local stream over
+    G token groups, per-feature hash heads and the concatenated code. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    g = groups if local_stream else 0
+    top = 1.2 + 0.9 * (max(g, 1) - 1) if g else 0.6
+    height = top + 1.1
+    fig, ax = plt.subplots(figsize=(12, 1.2 * height))
+    ax.set_xlim(0, 12.4)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color, fs=9):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=color, ec="0.3", lw=1))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fs)
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="0.3", lw=1))
+
+    box(0.1, top, 1.4, 0.8, "image\n→ N patches\n+ CLS + pos", "#eeeeee")
+    box(1.9, top, 1.9, 0.8, f"shared trunk\nblocks 1..{depth - 1}\n(siamese: shared weights)", "#d9e8fb")
+    arrow(1.5, top + 0.4, 1.9, top + 0.4)
+    box(4.4, top, 2.0, 0.8, "global block F_g\n+ LN_g (copy of\nlast block / norm)", "#fde2c8")
+    arrow(3.8, top + 0.4, 4.4, top + 0.4)
+    gb = bits // 2 if local_stream else bits
+    box(6.9, top, 1.5, 0.8, f"CLS → f_g\naffine → {gb} bits", "#fff3b0")
+    arrow(6.4, top + 0.4, 6.9, top + 0.4)
+    lb = bits // (2 * g) if g else 0
+    ys = [top - 1.0 - 0.9 * i for i in range(g)]
+    if g:
+        sizes = [len(a) for a in np.array_split(np.arange(n_patches), g)]
+        box(1.9, ys[-1], 1.9, ys[0] - ys[-1] + 0.7,
+            f"split patch tokens\ninto G={g} contiguous\ngroups ({'+'.join(map(str, sizes))})\neach prefixed by CLS",
+            "#e6f4e6", fs=8.5)
+        arrow(2.85, top, 2.85, ys[0] + 0.7)
+        for i, y in enumerate(ys):
+            box(4.4, y, 2.0, 0.7, f"local block F_l + LN_l\n(one shared copy) · group {i + 1}", "#d8f0d8", fs=8.5)
+            arrow(3.8, y + 0.35, 4.4, y + 0.35)
+            box(6.9, y, 1.5, 0.7, f"CLS → f_l^{i + 1}\naffine → {lb} bits", "#fff3b0", fs=8.5)
+            arrow(6.4, y + 0.35, 6.9, y + 0.35)
+    yc = (top + (ys[-1] if g else top)) / 2
+    parts = "; ".join(["h_g"] + [f"h_l^{i + 1}" for i in range(g)])
+    box(9.0, yc, 3.2, 0.8, f"u = [{parts}]  ({bits} bits)\ncode b = sign(u)", "#f3d9fa")
+    arrow(8.4, top + 0.4, 9.0, yc + 0.5)
+    for y in ys:
+        arrow(8.4, y + 0.35, 9.0, yc + 0.3)
+    ax.text(9.0, yc - 0.5, "loss per head (same group across a pair):\nweighted Cauchy pair NLL + λ·Cauchy prior",
+            fontsize=8.5, va="top")
+    title = "MGVT (TransHash)" + ("" if local_stream else " — w/o P (global stream only)")
+    ax.set_title(f"{title}: K={bits} bits, G={g} groups, {depth} blocks, {n_patches} patch tokens", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_aem_maps(model, images, titles=None):
+    """What AE-ViT's attention-enhanced module learned (METHODS.md §3): per image (columns) the image, AEM's
+    spatial attention ``a_s`` and the size of its change ``||X' - X||`` per patch (both upsampled to the
+    image); a last column shows the learned gate ``gamma`` and the channel attention. ``images``: float
+    (n, 3, H, W) in [0, 1]. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..models.aem import aem_maps
+
+    maps = aem_maps(model, images)
+    n = images.shape[0]
+    rows = [("image", None)]
+    if maps["spatial"] is not None:
+        rows.append(("spatial attention $a_s$", maps["spatial"]))
+    rows.append((r"change $\|X'-X\|$", maps["change"]))
+    fig, axes = plt.subplots(len(rows), n + 1, figsize=(1.7 * (n + 1), 1.8 * len(rows)), squeeze=False)
+    size = images.shape[-1]
+    for c in range(n):
+        img = images[c].detach().cpu().float().permute(1, 2, 0).numpy()
+        for r, (name, m) in enumerate(rows):
+            ax = axes[r, c]
+            ax.imshow(img)
+            if m is not None:
+                up = torch.nn.functional.interpolate(m[c][None, None], size=(size, size), mode="nearest")[0, 0]
+                ax.imshow(up.numpy(), cmap="inferno", alpha=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0 and titles is not None:
+                ax.set_title(str(titles[c]), fontsize=8)
+    gamma = maps["gamma"].numpy()
+    axg = axes[0, n]
+    axg.hist(gamma, bins=20, color="tab:blue")
+    axg.set_title(r"gate $\gamma$ (all 0 at init)", fontsize=8)
+    axg.tick_params(labelsize=6)
+    if maps["channel"] is not None and len(rows) > 1:
+        axc = axes[1, n]
+        mean_c = maps["channel"].mean(0).numpy()
+        axc.bar(np.arange(len(mean_c)), np.sort(mean_c)[::-1], color="tab:orange", width=1.0)
+        axc.set_title("channel attention $a_c$\n(mean over images, sorted)", fontsize=8)
+        axc.tick_params(labelsize=6)
+    for r in range(2 if maps["channel"] is not None and len(rows) > 1 else 1, len(rows)):
+        axes[r, n].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["class_samples_grid", "collect_curves", "collect_training_logs", "curves_of", "make_figures", "map_vs_bits",
+           "mgvt_diagram", "plot_aem_maps", "plot_pr_curves", "plot_precision_at_n", "plot_training_curves",
+           "retrieval_grid", "run_curves", "search_result_grid", "training_curve"]

@@ -1,0 +1,43 @@
+"""The figures module: the one training-curve plot and the retrieval grid ranked by the engine's index."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hashlib_vit.results import figures
+
+matplotlib.use("Agg")
+
+
+def test_training_curve_columns_epochs_and_evals():
+    steps = pd.DataFrame({"step": range(8), "epoch": [0] * 4 + [1] * 4, "loss": [4.0, 3, 2, 1, 1, 1, 1, 1],
+                          "loss_q": [1.0] * 8})
+    fig = figures.training_curve(steps, [{"step": 3, "epoch": 0, "map": 0.5}, {"step": 7, "epoch": 1, "map": 0.7}],
+                                 columns=["loss", "loss_q"], logy=True)
+    ax, ax2 = fig.axes
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 4  # raw + smoothed per column
+    assert list(ax2.get_lines()[0].get_ydata()) == [0.5, 0.7] and ax2.get_ylim() == (0, 1)
+    fig2 = figures.training_curve(steps, per_epoch=True, label="csq 16b")
+    (line,) = fig2.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [2.5, 1.0]
+    assert line.get_label() == "csq 16b loss" and fig2.axes[0].get_xlabel() == "epoch"
+    with pytest.raises(ValueError, match=r"no column\(s\) \['loss_x'\]"):
+        figures.training_curve(steps, columns=["loss_x"])
+
+
+def test_retrieval_grid_ranks_with_the_engine_ties_by_index():
+    q = np.array([[1, 1, 1, 1]], dtype=np.int8)
+    db = np.array([[-1, -1, 1, 1], [1, 1, 1, 1], [-1, 1, 1, 1], [1, 1, 1, 1], [-1, -1, -1, 1]], dtype=np.int8)
+    onehot = lambda c: torch.nn.functional.one_hot(torch.tensor(c), 3).float()  # noqa: E731
+    data = SimpleNamespace(query=SimpleNamespace(images=torch.zeros(1, 3, 4, 4, dtype=torch.uint8), labels=onehot([0])),
+                           database=SimpleNamespace(images=torch.zeros(5, 3, 4, 4, dtype=torch.uint8),
+                                                    labels=onehot([0, 1, 0, 0, 2])))
+    fig = figures.retrieval_grid(data, q, db, n_queries=1, k=4)
+    titles = [(a.get_title(), a.title.get_color()) for a in fig.axes[1:5]]
+    # distances 2, 0, 1, 0, 3: ranked 1, 3 (tie at 0, by index), 2, 0; item 1 has another label (red)
+    assert titles == [("d=0", "red"), ("d=0", "green"), ("d=1", "green"), ("d=2", "green")]
