@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("what", choices=["protocols", "losses", "heads", "backbones"])
     from .runner import add_arguments as grid_arguments
 
-    grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of notebooks (papermill) or in-process experiments; sequential, local workers or SLURM"))
+    grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of notebooks (papermill) or in-process "
+                                                   "experiments: sequentially, in local workers or on SLURM"))
     from .reproduce import add_arguments as reproduce_arguments
 
     reproduce_arguments(sub.add_parser("reproduce", help="one paper table: run its grid, then the paper-vs-ours table"))
