@@ -4,7 +4,7 @@
     hashlib-vit train --loss-params '{"lambda1": 0.001}'
     hashlib-vit train --config configs/cifar10_scratch.yaml --loss dpsh --run-dir results/runs/dpsh
     hashlib-vit list protocols|losses|heads|backbones
-    hashlib-vit run-grid configs/grids/smoke.yaml [--dry-run] [--force] [--only NAME ...]
+    hashlib-vit run-grid configs/grids/smoke.yaml [--dry-run] [--force] [--only NAME ...] [--executor local --workers 2]
     hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
     hashlib-vit reproduce --list | NAME [--dry-run] [--weights SPEC] [--data-root DIR] [--output DIR] [--set k=v]
 
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("what", choices=["protocols", "losses", "heads", "backbones"])
     from .runner import add_arguments as grid_arguments
 
-    grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of parameterised notebooks with papermill"))
+    grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of notebooks (papermill) or in-process "
+                                                   "experiments: sequentially, in local workers or on SLURM"))
     from .reproduce import add_arguments as reproduce_arguments
 
     reproduce_arguments(sub.add_parser("reproduce", help="one paper table: run its grid, then the paper-vs-ours table"))

@@ -13,7 +13,8 @@ A table (:data:`TABLES`) names a grid file in ``configs/grids/`` (the papers' re
 1. loads the grid (:func:`hashlib_vit.runner.load_grid`) and applies the pass-through options to every
    run: ``weights`` (one spec, or ``BACKBONE=SPEC`` per backbone), ``data_root`` (one folder, or
    ``PROTOCOL=FOLDER``, where ``cifar10=`` also serves ``cifar10-1``/``cifar10-2``), ``sets`` (``--set name=value``: a notebook parameter when the notebook declares
-   it, else a RunConfig field put into the run's ``overrides``);
+   it, else a RunConfig field put into the run's ``overrides``; for a grid with ``target: experiment`` the
+   RunConfig field itself);
 2. validates before anything is written: the grid's parameters against each notebook
    (:func:`hashlib_vit.runner.validate_grid`, ``overrides`` included), then every run's RunConfigs as the
    notebook itself builds them (its parameters cell and the cell that defines ``run_configs`` are executed
@@ -533,24 +534,24 @@ def _by_key(spec: list[str] | str | None, what: str) -> tuple[str | None, dict[s
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
-    """``["epochs=1", 'data_options={"split_dir": "x"}']`` -> dict; values are JSON when they parse."""
+    """``["epochs=1", 'data_options={"split_dir": "x"}']`` -> dict; each value parsed by the one string rule
+    (:func:`hashlib_vit.config.parse_value`: JSON, True/False/None, YAML flow lists and mappings, else the string)."""
+    from .config import parse_value
+
     out = {}
     for s in items or []:
         k, sep, v = str(s).partition("=")
         if not sep or not k.strip():
             raise ConfigError(f"--set {s!r} must be NAME=VALUE")
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
+        out[k.strip()] = parse_value(v)
     return out
 
 
 def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = None) -> None:
     """Pass-through options onto every run of a loaded grid (in place); see the module docstring."""
     from .config import field_names
-    from .runner import notebook_parameters
     from .results.collect import family_of
+    from .runner import notebook_parameters, param_role
 
     w_all, w_by = _by_key(weights, "--weights")
     d_all, d_by = _by_key(data_root, "--data-root")
@@ -558,17 +559,27 @@ def apply_options(grid, *, weights=None, data_root=None, sets: dict | None = Non
     fields = set(field_names())
     declared_by_nb: dict[Path, dict] = {}
     for r in grid.runs:
-        declared = declared_by_nb.setdefault(r.notebook, notebook_parameters(r.notebook))
-        default = lambda k: _literal(declared.get(k, {}).get("default"))  # noqa: E731
-        for k, v in sets.items():
+        for k in sets:
             if k == "run_dir":
                 raise ConfigError("--set run_dir: run directories are <output>/<run name>; use --output")
-            if k in declared:
+        if r.target == "experiment":  # the run's parameters are its RunConfig: --set sets the field itself
+            for k, v in sets.items():
+                try:
+                    param_role(k)
+                except ConfigError as e:
+                    raise ConfigError(f"--set {k}: not a RunConfig field (nor a dotted key into one): {e}") from None
                 r.params[k] = v
-            elif k in fields:
-                r.params["overrides"] = {**dict(r.params.get("overrides") or {}), k: v}
-            else:
-                raise ConfigError(f"--set {k}: neither a parameter of {r.notebook.name} nor a RunConfig field")
+            default = lambda k, r=r: getattr(r.config(), k)  # noqa: E731 - the preset's value when the run has one
+        else:
+            declared = declared_by_nb.setdefault(r.notebook, notebook_parameters(r.notebook))
+            default = lambda k, declared=declared: _literal(declared.get(k, {}).get("default"))  # noqa: E731
+            for k, v in sets.items():
+                if k in declared:
+                    r.params[k] = v
+                elif k in fields:
+                    r.params["overrides"] = {**dict(r.params.get("overrides") or {}), k: v}
+                else:
+                    raise ConfigError(f"--set {k}: neither a parameter of {r.notebook.name} nor a RunConfig field")
         backbone = r.params.get("backbone", default("backbone"))
         if w_all is not None or backbone in w_by or _arch(str(backbone)) in w_by:
             r.params["weights"] = None if (spec := w_by.get(backbone, w_by.get(_arch(str(backbone)), w_all))) in (
@@ -603,8 +614,8 @@ def plan(grid, *, only: list[str] | None = None, throughput: str | os.PathLike |
                           f"{', '.join(r.name for r in grid.runs)}")
     problems, planned = [], []
     for r in selected:
-        try:
-            configs = notebook_run_configs(r.notebook, r.params)
+        try:  # the experiment target's RunConfig is the run's parameters (validated by validate_grid)
+            configs = [r.config().validate()] if r.target == "experiment" else notebook_run_configs(r.notebook, r.params)
         except ConfigError as e:
             problems.append((r.name, str(e)))
             continue
@@ -645,16 +656,19 @@ def paper_table(runs, table: PaperTable, digits: int = 3):
 def reproduce(name: str, *, weights=None, data_root=None, output: str | os.PathLike | None = None,
               sets: dict | None = None, only: list[str] | None = None, dry_run: bool = False, force: bool = False,
               throughput: str | os.PathLike | None = None, device: str | None = None, figures: bool = True,
-              progress: bool = True, echo=print) -> dict:
+              progress: bool = True, executor: str | dict | None = None, workers: int | None = None,
+              echo=print) -> dict:
     """Run (or with ``dry_run`` only validate and plan) one paper table; returns ``{"plan", "summary",
-    "tables"}``. Raises ConfigError / DataError before anything is written when a check fails."""
-    from .runner import load_grid, run_grid
+    "tables"}``. ``executor`` / ``workers``: replace the grid's executor (:func:`hashlib_vit.runner.resolve_executor`).
+    Raises ConfigError / DataError before anything is written when a check fails."""
+    from .runner import load_grid, resolve_executor, run_grid
     from .utils import resolve_path
 
     table = get_table(name)
     out = resolve_path(output) if output is not None else None
     grid = load_grid(table.grid_path, output=out / "runs" if out else None)
     apply_options(grid, weights=weights, data_root=data_root, sets=sets)
+    resolve_executor(grid.executor, executor, workers)  # the executor (and submitit when used) checked up front
     tables_dir = out / "tables" if out else resolve_path(f"results/tables/{table.grid_path.stem}")
     planned, problems = plan(grid, only=only, throughput=throughput, device=device)
     echo(plan_text(table, grid, planned, tables_dir))
@@ -664,7 +678,8 @@ def reproduce(name: str, *, weights=None, data_root=None, output: str | os.PathL
     result = {"plan": planned, "summary": None, "tables": None, "tables_dir": tables_dir, "runs_dir": grid.output}
     if dry_run:
         return result
-    summary = run_grid(grid, force=force, progress=progress, validate=False, only=only)
+    summary = run_grid(grid, force=force, progress=progress, validate=False, only=only, executor=executor,
+                       workers=workers)
     result["summary"] = summary
     from .results.collect import collect
     from .results.tables import build_tables, write_table
@@ -701,6 +716,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--throughput", default=None, help="throughput CSV (default: hashlib_vit/reference/throughput.csv)")
     p.add_argument("--device", default=None, help="estimate from throughput rows of this device (substring)")
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--executor", default=None, choices=("sequential", "local", "submitit-local", "slurm"),
+                   help="replace the grid's executor (see hashlib_vit.runner)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes of the local executor")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -713,7 +731,7 @@ def main_from_args(args) -> int:
     res = reproduce(args.table, weights=args.weights, data_root=args.data_root, output=args.output,
                     sets=parse_sets(args.sets), only=args.only, dry_run=args.dry_run, force=args.force,
                     throughput=args.throughput, device=args.device, figures=not args.no_figures,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, executor=args.executor, workers=args.workers)
     summary = res["summary"]
     if summary is not None and (summary["status"] == "failed").any():
         print(f"some runs failed: see {res['runs_dir']}/grid_summary.csv", file=sys.stderr)

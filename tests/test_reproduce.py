@@ -101,14 +101,17 @@ def test_set_weights_and_data_root_pass_through(tmp_path):
 
 def test_every_paper_grid_is_registered_tagged_and_sets_the_recipe():
     grids = {Path(t.grid).name for t in TABLES.values()}
-    assert grids == {p.name for p in (ROOT / "configs" / "grids").glob("*.yaml")} - {"smoke.yaml"}
+    # the smoke-scale grids are not paper tables
+    assert grids == {p.name for p in (ROOT / "configs" / "grids").glob("*.yaml")} - {"smoke.yaml", "loss_zoo.yaml"}
     for t in TABLES.values():
         text = t.grid_path.read_text()
         assert "cannot follow" not in text and "does not expose" not in text, t.grid
         assert "[K]" in text or "[C]" in text, t.grid
         g = load_grid(t.grid_path)
         for r in g.runs:
-            ov = r.params.get("overrides") or {}
+            # notebook target: the recipe's RunConfig fields travel in `overrides`; experiment target: they are
+            # the run's own parameters
+            ov = r.params if r.target == "experiment" else (r.params.get("overrides") or {})
             for name in ("weight_decay", "warmup_steps", "schedule", "backbone_lr", "amp"):
                 assert name in ov, (t.name, r.name, name)
             assert ov.get("img_size", r.params.get("img_size")) == 224, (t.name, r.name)
@@ -117,7 +120,12 @@ def test_every_paper_grid_is_registered_tagged_and_sets_the_recipe():
             th["overrides"]["warmup_steps"]) == ("sgd", 0.03, 64, 1e-4, 500)
     study = load_grid(TABLES["aevit-backbone-study"].grid_path).runs
     assert {r.params["backbone"] for r in study} == {"vit_base_patch16_224.augreg_in21k", "resnet50.a1_in1k", "alexnet"}
-    assert {json.dumps(r.params["overrides"].get("model_params")) for r in study} == {"null", '{"aem": "all"}'}
+    assert {json.dumps(r.params.get("model_params.aem")) for r in study} == {"null", '"off"', '"all"'}
+    assert {r.config().model_params.get("aem") for r in study if r.swept["model"] == "aevit"} == {"all"}
+    assert {r.swept["model"] for r in study} == {"aevit", "vit", "resnet50", "alexnet"}
+    assert {r.params["loss"] for r in study} == {"dsh", "dpsh", "hashnet", "csq", "hsc"}
+    zoo = load_grid(TABLES["loss-zoo"].grid_path).runs  # loss x bits x data x backbone x seed, one run each
+    assert len(zoo) == 7 * 3 * 2 * 2 * 2 and {r.target for r in zoo} == {"experiment"}
 
 
 def test_list_names_every_table_with_its_grid(capsys):
