@@ -151,6 +151,7 @@ class EvalConfig:
     eval_every: int = _f(0, "record", "also evaluate every N epochs (0: only after the last)")
     eval_batch_size: int = _f(256, "record", "images per encoding batch")
     save_codes: bool = _f(True, "record", "write codes.npz to the run directory")
+    code_stats: bool = _f(False, "record", "also write diagnostics.json: code statistics of the outputs (collapse)")
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
@@ -267,7 +268,7 @@ class RunConfig:
         for name in DICT_FIELDS:
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be a mapping of name -> value")
-        for name in ("save_codes", "feature_cache"):
+        for name in ("save_codes", "code_stats", "feature_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):

@@ -187,6 +187,11 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
             rd.write_json("evals.json", history["evals"])
         if cfg.save_codes:
             rd.write_codes(query_codes=qc, query_labels=ql, db_codes=dc, db_labels=dl)
+        if cfg.code_stats:  # how the outputs look (mean |u|, input spread, distinct codes, bit balance)
+            from .results.analysis import code_diagnostics
+
+            rd.write_json("diagnostics.json", code_diagnostics(RunResult(cfg, metrics, history, model, data, qc, dc,
+                                                                         rd.path)))
         rd.write_metrics(metrics)
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
 

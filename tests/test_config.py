@@ -180,3 +180,13 @@ def test_docs_configuration_lists_every_field_as_the_code_does():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert describe() in text
+
+
+def test_code_stats_writes_the_code_statistics(tmp_path):
+    from hashlib_vit.experiment import run_experiment
+
+    run_experiment(**TINY, run_dir=str(tmp_path / "r"), code_stats=True, save_codes=False)
+    diag = json.loads((tmp_path / "r" / "diagnostics.json").read_text())
+    assert set(diag) == {"mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"}
+    assert 1 <= diag["distinct_db_codes"] <= 1697 and 0 <= diag["bit_balance"] <= 1 and diag["mean_abs_u"] > 0
+    assert field_role("code_stats") == "record"
