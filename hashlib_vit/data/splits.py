@@ -103,7 +103,7 @@ class ListFile:
 
     path: str  # the file it came from
     ids: list
-    labels: np.ndarray  # uint8 (N, K) 0/1
+    labels: np.ndarray  # uint8 (N, C) 0/1 (C classes)
     line_numbers: np.ndarray  # 1-based line of each item in the file
 
     def __len__(self) -> int:

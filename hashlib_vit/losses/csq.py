@@ -1,8 +1,8 @@
 """CSQ — Central Similarity Quantization (Yuan et al., CVPR 2020), METHODS.md §5.5.
 
-Hash centers c_1..c_C in {±1}^K: the first C rows of [H_K; -H_K] (H_K Hadamard) when K is a power
-of two and 2K >= C; otherwise Bernoulli(0.5) rows with exactly K/2 ones, resampled (up to 20
-tries) until the minimum pairwise distance exceeds K/4 and the mean is >= K/2. A multi-label item's
+Hash centers c_1..c_C in {±1}^b: the first C rows of [H_b; -H_b] (H_b Hadamard) when b is a power
+of two and 2b >= C; otherwise Bernoulli(0.5) rows with exactly b/2 ones, resampled (up to 20
+tries) until the minimum pairwise distance exceeds b/4 and the mean is >= b/2. A multi-label item's
 center is sign(sum of its classes' centers) with zeros filled from one fixed random ±1 vector.
 With h = tanh(u): mean BCE((h+1)/2, (c+1)/2) + lambda1 * mean((|h| - 1)^2). The BCE term is
 computed as BCE-with-logits on 2u (since (tanh(u)+1)/2 = sigmoid(2u)): the same value, finite and

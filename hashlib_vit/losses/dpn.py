@@ -1,7 +1,7 @@
 """DPN — Deep Polarized Network (Fan et al., IJCAI 2020), METHODS.md §5.6.
 
-Every class c owns a fixed random target vector ``t_c`` in {±1}^K with exactly ``round(p K)``
-entries equal to -1 (p = 0.5: exactly K/2). A multi-label item's target is
+Every class c owns a fixed random target vector ``t_c`` in {±1}^b with exactly ``round(p b)``
+entries equal to -1 (p = 0.5: exactly b/2). A multi-label item's target is
 ``sign(sum of its classes' targets)``, zero entries filled from one fixed random ±1 vector (as CSQ).
 Polarization (hinge) loss on the raw outputs: ``mean(max(m - u_ik t_ik, 0))``, m = 1.
 

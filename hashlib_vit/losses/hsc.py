@@ -64,7 +64,7 @@ def positive_weights(labels: torch.Tensor, index: torch.Tensor | None = None, po
 
 def supcon_loss(h: torch.Tensor, labels: torch.Tensor, tau: float = 0.2, index: torch.Tensor | None = None,
                 pos_weight: str = "uniform") -> torch.Tensor:
-    """The SupCon term ``L_SC`` on codes ``h`` ``(n, K)`` (any real values; they are L2-normalised).
+    """The SupCon term ``L_SC`` on codes ``h`` ``(n, b)`` (any real values; they are L2-normalised).
 
     Invariant to a positive rescaling of ``h``; anchors without a positive are skipped; 0 (with a
     gradient path) when no anchor has a positive. With identical codes and labels it equals ``log(n-1)``.

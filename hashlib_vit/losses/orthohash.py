@@ -1,7 +1,7 @@
 """SL-ViT's single objective: OrthoHash-style cosine-margin softmax against fixed binary class codes
 (METHODS.md §3.3-3.4; Hoe et al., NeurIPS 2021, inferred for Pei & Wang 2024 — see §3.2).
 
-Every class ``c`` owns a FIXED code ``c_c in {-1,+1}^K`` (a buffer, never learned). With
+Every class ``c`` owns a FIXED code ``c_c in {-1,+1}^b`` (a buffer, never learned). With
 ``cos_ic = v_i.c_c / (|v_i| |c_c|)``:
 
 * single-label: ``L = CE(s (cos_i - m onehot(y_i)), y_i)`` — a margin ``m`` on the true class's cosine;

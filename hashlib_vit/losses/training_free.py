@@ -15,7 +15,7 @@ never change the network:
            alternate ``B = sign(VR)`` and the orthogonal Procrustes update of ``R`` (50 iterations).
 =========  ===========================================================================================
 
-Each is a class with ``fit(features (n, D) float) -> self`` and ``encode(features) -> int8 ±1 (n, K)``
+Each is a class with ``fit(features (n, D) float) -> self`` and ``encode(features) -> int8 ±1 (n, b)``
 (sign(0) = +1, as :func:`hashlib_vit.models.sign_codes`); arithmetic is float64 numpy; everything random
 is drawn from ``numpy.random.default_rng(seed)``. They live in their own registry, :data:`TRAINING_FREE`,
 beside :data:`hashlib_vit.losses.LOSSES`: ``RunConfig(loss="itq")`` runs one through
@@ -108,7 +108,7 @@ def pca_components(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 # ----------------------------------------------------------------------------- the methods
 class TrainingFreeHash:
-    """Base class: ``fit(features) -> self``, ``project(features) -> float64 (n, K)``, ``encode -> int8 ±1``.
+    """Base class: ``fit(features) -> self``, ``project(features) -> float64 (n, b)``, ``encode -> int8 ±1``.
 
     ``bits`` = K, ``seed`` seeds every random draw, ``params`` are checked against ``defaults`` (the same
     role as a loss's hyper-parameters: ``RunConfig.loss_params``). Subclasses implement ``_fit`` and
@@ -157,14 +157,14 @@ class TrainingFreeHash:
         return self
 
     def project(self, features) -> np.ndarray:
-        """The continuous codes ``(n, K)`` float64 whose signs are the binary codes."""
+        """The continuous codes ``(n, b)`` float64 whose signs are the binary codes."""
         if self.dim is None:
             raise ConfigError(f"training-free method {self.name!r} must be fitted (fit(train_features)) before "
                               "encoding")
         return self._project(_as_features(features, "features", dim=self.dim))
 
     def encode(self, features) -> np.ndarray:
-        """Binary codes int8 ±1 ``(n, K)`` (sign(0) = +1) of features ``(n, D)``."""
+        """Binary codes int8 ±1 ``(n, b)`` (sign(0) = +1) of features ``(n, D)``."""
         return _sign(self.project(features))
 
     def fit_info(self) -> dict:
@@ -229,7 +229,7 @@ class PCASign(TrainingFreeHash):
 
 
 class PCARandomRotation(PCASign):
-    """``b = sign(R^T C (x - mu))``: PCA to K dims then a seeded Haar-random orthogonal rotation ``R`` (K, K)
+    """``b = sign(R^T C (x - mu))``: PCA to b dims then a seeded Haar-random orthogonal rotation ``R`` (b, b)
     (:func:`random_orthogonal`). "PCA-RR", Gong & Lazebnik, TPAMI 2013, §3.1 (the random-rotation
     baseline; a rotation spreads the variance of the leading components over all bits)."""
 
@@ -247,9 +247,9 @@ class PCARandomRotation(PCASign):
 class ITQ(PCASign):
     """Iterative Quantization (Gong & Lazebnik, CVPR 2011; TPAMI 2013, §3.1, eq. 2 and the two steps below it).
 
-    ``V = (X - mu) C^T`` (n, K) is the PCA projection of the centred training features. ITQ minimises the
+    ``V = (X - mu) C^T`` (n, b) is the PCA projection of the centred training features. ITQ minimises the
     quantization loss ``Q(B, R) = ||B - V R||_F^2`` over codes ``B`` in {-1, +1}^(n x K) and orthogonal
-    ``R`` (K, K) by alternating, from a seeded Haar-random orthogonal ``R_0``:
+    ``R`` (b, b) by alternating, from a seeded Haar-random orthogonal ``R_0``:
 
     * fix R, update B: ``B = sign(V R)`` (sign(0) = +1);
     * fix B, update R (orthogonal Procrustes): take the SVD of the K x K matrix ``B^T V = S Omega S_hat^T``
@@ -258,7 +258,7 @@ class ITQ(PCASign):
 
     Each half-step cannot increase Q, so ``loss_history`` (Q after each full iteration, entry 0 at R_0) is
     non-increasing. ``iterations`` (default 50, as in the paper) full iterations are run; encoding is
-    ``sign((x - mu) C^T R)``. The iterations' small products ((n, K) x (K, K)) run on one BLAS thread
+    ``sign((x - mu) C^T R)``. The iterations' small products ((n, b) x (b, b)) run on one BLAS thread
     (threadpoolctl): measured on a 2-core machine at load 9, 50 iterations at n=500, K=64 took 12-20 s
     with OpenBLAS's 2 threads and 0.8-0.95 s with one (same process, alternated).
     """

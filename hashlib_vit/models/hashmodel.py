@@ -14,7 +14,7 @@ from .backbones import Backbone
 class HashOutput:
     """What a model returns.
 
-    * ``u``: ``(n, K)`` continuous outputs; the binary code is ``sign(u)`` with ``sign(0) = +1``.
+    * ``u``: ``(n, b)`` continuous outputs; the binary code is ``sign(u)`` with ``sign(0) = +1``.
     * ``heads``: the per-head pieces whose concatenation is ``u`` (one piece for ordinary models;
       global + local heads for TransHash).
     * ``features``: the pooled feature the head saw (for analysis), when available.

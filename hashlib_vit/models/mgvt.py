@@ -12,7 +12,7 @@ embedding, position embedding, ``patch_drop``, ``norm_pre`` and blocks:
   CLS state (and any other prefix tokens) and run through the local block; the group's CLS output is
   the local feature ``f_l^g``. Groups of equal length are stacked along the batch axis (one call);
   unequal ones are processed in a loop;
-* **hash layers** (affine, no activation): ``K/2`` bits from ``f_g`` and ``K/(2G)`` bits from every
+* **hash layers** (affine, no activation): ``b/2`` bits from ``f_g`` and ``b/(2G)`` bits from every
   ``f_l^g``; ``u = [h_g; h_l^1; ..; h_l^G]`` and ``HashOutput.heads = (h_g, h_l^1, .., h_l^G)``.
 
 Both branches start as copies of the last block and final norm **after** the backbone weights are
@@ -21,7 +21,7 @@ loaded (so pretrained weights carry over to both) [I, TransReID practice];
 both branch copies count as backbone parameters (backbone learning rate); the hash layers are new.
 
 Options: ``groups`` (G, paper default 2), ``local_stream=False`` or ``groups=0`` (ablation ``w/o P``:
-the global head emits all K bits), ``local_rearrange=True`` (TransReID shift by ``shift`` tokens + patch shuffle over
+the global head emits all b bits), ``local_rearrange=True`` (TransReID shift by ``shift`` tokens + patch shuffle over
 ``shuffle_groups`` before grouping; default off, the ICMR text describes a plain split) [I],
 ``min_local_bits`` (4: the paper attributes its non-converging settings to local heads under 4 bits).
 """
@@ -38,12 +38,12 @@ from .hashmodel import HashModel, HashOutput
 
 
 def check_bits_groups(bits: int, groups: int, min_local_bits: int = 4) -> int:
-    """Bits per local head ``K/(2G)``; a :class:`ConfigError` naming bits and groups when not allowed."""
+    """Bits per local head ``b/(2G)``; a :class:`ConfigError` naming bits and groups when not allowed."""
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ConfigError(f"groups={groups!r} must be an integer >= 1 (number of local token groups G)")
     if bits % (2 * groups):
         raise ConfigError(f"bits={bits} with groups={groups}: MGVT needs bits divisible by 2*groups={2 * groups} "
-                          f"(K/2 global bits + K/(2G) bits per local head); e.g. bits="
+                          f"(b/2 global bits + b/(2G) bits per local head); e.g. bits="
                           f"{2 * groups * max(min_local_bits, -(-bits // (2 * groups)))}")
     per_local = bits // (2 * groups)
     if per_local < min_local_bits:

@@ -30,7 +30,7 @@ def collapse_note(map_value, map_random, factor: float = COLLAPSE_FACTOR) -> str
 
 
 def query_outputs(result, max_items: int | None = None):
-    """The continuous hash outputs ``u`` (float32 CPU tensor, (n, K)) of ``result.model`` on the query
+    """The continuous hash outputs ``u`` (float32 CPU tensor, (n, b)) of ``result.model`` on the query
     split of ``result.data``, eval mode, with the run's evaluation transform; at most ``max_items`` items
     (whole batches of 256, so up to 255 more). ``result``: a :class:`~hashlib_vit.experiment.RunResult`."""
     import torch

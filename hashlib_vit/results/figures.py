@@ -123,7 +123,7 @@ def map_vs_bits(runs, value: str = "map", *, ax=None, title: str | None = None, 
             a.plot(level.index, level.values, "k--", lw=1, label="random codes")
         a.set_xticks(sorted(sub["bits"].unique()))
         a.set_ylim(0, 1)
-        a.set_xlabel("code length K (bits)")
+        a.set_xlabel("code length b (bits)")
         a.set_ylabel("mAP")
         a.legend(fontsize=8, ncols=2)
         a.set_title(" · ".join(x for x in (title, proto if len(protocols) > 1 else None) if x)

@@ -153,7 +153,7 @@ class RunDir:
         return path
 
     def write_codes(self, **arrays: np.ndarray) -> Path:
-        """``codes.npz`` (compressed, atomic): ``query_codes``/``db_codes`` (n, K) int8 ±1 and
+        """``codes.npz`` (compressed, atomic): ``query_codes``/``db_codes`` (n, b) int8 ±1 and
         ``query_labels``/``db_labels`` (class indices or multi-hot)."""
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)

@@ -40,7 +40,7 @@ def map_in_order(model: torch.nn.Module, batches, fn, *, device=None, progress: 
 
 def encode(model: torch.nn.Module, batches, *, device=None, progress: bool = False, desc: str = "encode",
            amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (int8 ±1, (N, K)) and labels ((N, C) multi-hot) of every item, in split order.
+    """Codes (int8 ±1, (N, b)) and labels ((N, C) multi-hot) of every item, in split order.
 
     ``batches`` is an evaluation iterator (e.g. ``TensorBatches(..., train=False)``) yielding
     ``(images, labels, index)``. The model is put in eval mode and restored afterwards.

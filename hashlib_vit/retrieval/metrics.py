@@ -11,7 +11,7 @@ from __future__ import annotations
 def map_at_k(query_codes, db_codes, query_labels, db_labels, topk: int | None = None, chunk: int | None = None) -> float:
     """Mean average precision over the top ``topk`` database items (``None``: the whole database).
 
-    ``query_codes`` (Q, K) and ``db_codes`` (N, K) are ±1 arrays (numpy or torch); labels are class
+    ``query_codes`` (Q, b) and ``db_codes`` (N, b) are ±1 arrays (numpy or torch); labels are class
     indices or multi-hot 0/1 arrays. Returns a Python float; equals ``evaluate(...)["map"]`` with the
     default options (index ties, ``retrieved`` normaliser, zero-relevant queries count as 0).
     """
