@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     lp = sub.add_parser("list", help="list protocols, losses, heads or backbones")
     lp.add_argument("what", choices=["protocols", "losses", "heads", "backbones"])
-    from .runner import add_arguments as grid_arguments
+    from .runner import grid_arguments
 
     grid_arguments(sub.add_parser("run-grid", help="run a YAML grid of notebooks (papermill) or in-process "
                                                    "experiments: sequentially, in local workers or on SLURM"))
-    from .reproduce import add_arguments as reproduce_arguments
+    from .reproduce import reproduce_arguments
 
     reproduce_arguments(sub.add_parser("reproduce", help="one paper table: run its grid, then the paper-vs-ours table"))
     tp = sub.add_parser("tables", help="collect run directories into mAP tables and figures")
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "run-grid":
-            from .runner import main_from_args
+            from .runner import grid_main
 
-            return main_from_args(args)
+            return grid_main(args)
         if args.command == "reproduce":
-            from .reproduce import main_from_args
+            from .reproduce import reproduce_main
 
-            return main_from_args(args)
+            return reproduce_main(args)
         if args.command == "tables":
             from .results.tables import tables_main
 

@@ -699,7 +699,7 @@ def reproduce(name: str, *, weights=None, data_root=None, output: str | os.PathL
 
 
 # ----------------------------------------------------------------------------- command line
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def reproduce_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("table", nargs="?", help="paper table to reproduce (see --list)")
     p.add_argument("--list", action="store_true", help="list the paper tables with their grid files")
     p.add_argument("--dry-run", action="store_true",
@@ -723,7 +723,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def main_from_args(args) -> int:
+def reproduce_main(args) -> int:
     if args.list or not args.table:
         for t in list_tables():
             print(f"{t['name']:22s} {t['description']}\n{'':22s} grid: {t['grid']} | paper: {t['paper']}")

@@ -998,7 +998,7 @@ def run_grid(grid: Grid | str | os.PathLike | dict, *, output: str | os.PathLike
 
 
 # ----------------------------------------------------------------------------- command line
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("grid", help="grid YAML file (see hashlib_vit.runner)")
     p.add_argument("--output", default=None, help="override the grid's output root")
     p.add_argument("--force", action="store_true", help="rerun runs that are already complete")
@@ -1011,7 +1011,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def main_from_args(args) -> int:
+def grid_main(args) -> int:
     try:
         summary = run_grid(args.grid, output=args.output, force=args.force, dry_run=args.dry_run,
                            progress=not args.no_progress, only=args.only, executor=getattr(args, "executor", None),
@@ -1034,11 +1034,11 @@ def main_from_args(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .errors import HashlibVitError
 
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m hashlib_vit.runner",
+    parser = grid_arguments(argparse.ArgumentParser(prog="python -m hashlib_vit.runner",
                                                    description="run a grid of notebooks or experiments"))
     args = parser.parse_args(argv)
     try:
-        return main_from_args(args)
+        return grid_main(args)
     except HashlibVitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -236,10 +236,10 @@ def test_dry_run_validates_weights_data_and_prints_the_plan(tmp_path, capsys, mo
 
 def cli_main_raising(argv):
     """cli.main turns errors into exit code 2; the reproduce entry point itself raises them."""
-    from hashlib_vit.reproduce import add_arguments, main_from_args
+    from hashlib_vit.reproduce import reproduce_arguments, reproduce_main
     import argparse
 
-    return main_from_args(add_arguments(argparse.ArgumentParser()).parse_args(argv[1:]))
+    return reproduce_main(reproduce_arguments(argparse.ArgumentParser()).parse_args(argv[1:]))
 
 
 # ----------------------------------------------------------------------------- end to end
