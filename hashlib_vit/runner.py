@@ -550,13 +550,13 @@ def _validate_experiment_runs(grid: Grid) -> list[str]:
         for name in r.params:
             try:
                 param_role(name)
-            except ConfigError:
-                unknown.append(name)
+            except ConfigError as e:  # names the close matches ("did you mean epochs?")
+                unknown.append(str(e).split(" (fields:")[0])
         if unknown:
             from .config import field_names
 
-            problems.append(f"{where}: unknown parameter(s) {unknown}: not RunConfig fields nor dotted keys into one "
-                            f"(e.g. loss_params.gamma); fields: {', '.join(field_names())}, and preset")
+            problems.append(f"{where}: {'; '.join(unknown)} (fields: {', '.join(field_names())}, and preset; dotted "
+                            "keys into a mapping field such as loss_params.gamma)")
             continue
         try:
             r.config().validate()

@@ -70,8 +70,8 @@ def test_every_method_preset_builds_a_valid_config(name):
 
 
 def test_presets_give_the_methods_their_composition():
-    assert preset_names() == sorted(["aevit_hsc", "csq", "dch", "dpn", "dpsh", "dsh", "greedyhash", "hashnet", "slvit",
-                                     "transhash"])
+    assert {"aevit_hsc", "csq", "dch", "dpn", "dpsh", "dsh", "greedyhash", "hashnet", "slvit",
+            "transhash"} <= set(preset_names())  # the three methods and every classic loss (more may be added)
     th = build_config({"backbone": "vit32_test", "bits": 16}, preset="transhash")
     assert (th.head, th.loss, th.model_params, th.method, th.grad_clip) == ("mgvt", "transhash", {"groups": 2},
                                                                           "transhash", 1.0)

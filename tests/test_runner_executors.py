@@ -172,7 +172,7 @@ BAD_GRIDS = [
     ("unknown grid key", lambda s: _with(s, executer={"kind": "local"}),
      r"unknown key\(s\) \['executer'\]; allowed: \[.*'executor'.*'target'"),
     ("unknown parameter", lambda s: _with(s, sweep={"bitz": [16]}),
-     r"run 'loss-csq_bits-16_bitz-16'.*unknown parameter\(s\) \['bitz'\]"),
+     r"run 'loss-csq_bits-16_bitz-16'.*unknown parameter 'bitz'.*did you mean bits"),
     ("unknown dotted key", lambda s: _with(s, fixed={"loss_params.gama": 5.0}),
      r"loss_params \['gama'\] are not hyper-parameters of loss='csq'"),
     ("dotted key into a non-dict field", lambda s: _with(s, fixed={"bits.x": 1}), r"bits\.x"),
