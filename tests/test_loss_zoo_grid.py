@@ -1,6 +1,7 @@
-"""Same-backbone comparisons: validation before training (hashlib_vit.compare, the runner), and what the
-results package makes of them: the chance-level table from run directories, the collapse note, the
-collapse diagnostics (results.analysis) and the mAP-vs-bits figure (results.figures)."""
+"""Same-backbone comparisons (the loss zoo, notebook 05) as one in-process grid of the runner: validation
+before training, the run directories with their diagnostics (code_stats), and what the results package
+makes of them: the chance-level table from run directories, the collapse note, the collapse diagnostics
+(results.analysis) and the mAP-vs-bits figure (results.figures)."""
 import json
 
 import matplotlib
@@ -9,14 +10,31 @@ import pytest
 import torch
 from conftest import fake_curves
 
-from hashlib_vit import compare
+from hashlib_vit import runner
+from hashlib_vit.config import parse_value
 from hashlib_vit.errors import ConfigError
 from hashlib_vit.results import RunDir
 from hashlib_vit.results import analysis
+from hashlib_vit.results.collect import collect
 from hashlib_vit.results.figures import map_vs_bits
 from hashlib_vit.results.tables import chance_level_table, loss_zoo_summary
 
 matplotlib.use("Agg")
+
+
+def run_name(loss: str, bits: int) -> str:
+    return f"loss-{loss}_bits-{bits}"  # the runner's name for a run of the zoo grid
+
+
+def zoo_grid(root, losses=("csq", "dpsh"), bits_list=(8,), loss_params=None, **fixed):
+    """The grid notebook 05 builds: the losses as a linked dimension (each with its own loss_params), the
+    code lengths as a plain one, the shared parameters fixed, code statistics on."""
+    loss_params = loss_params or {}
+    base = dict(protocol="digits", backbone="vit32_test", epochs=1, batch_size=64, progress=False, code_stats=True)
+    return {"target": "experiment", "output": str(root), "fixed": {**base, **fixed},
+            "sweep": {"loss": losses if isinstance(losses, str) else
+                      [{"name": n, "loss": n, "method": n, "loss_params": loss_params.get(n, {})} for n in losses],
+                      "bits": bits_list if isinstance(bits_list, int) else list(bits_list)}}
 
 
 def fake_rows():
@@ -40,7 +58,7 @@ def test_table_flags_runs_at_chance_and_keeps_them():
 
 def test_table_from_run_directories_reads_diagnostics(tmp_path):
     for row in fake_rows():
-        rd = RunDir(tmp_path / compare.run_name(row["method"], row["bits"])).prepare()
+        rd = RunDir(tmp_path / run_name(row["method"], row["bits"])).prepare()
         rd.write_metrics(row)
         if row["method"] == "dpsh":
             rd.write_json("diagnostics.json", {"mean_abs_u": 0.01, "input_spread": 0.02, "distinct_db_codes": 3,
@@ -55,41 +73,65 @@ def test_table_from_run_directories_reads_diagnostics(tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(losses="dpsh"), "losses='dpsh' must be a non-empty list"),
-    (dict(losses=["dpsh", "nope"]), "losses='nope'"),
-    (dict(bits_list=16), "bits_list=16"),
+    (dict(losses="dpsh"), "sweep.loss must be a non-empty list"),
+    (dict(losses=["dpsh", "nope"]), "loss='nope'"),
+    (dict(bits_list=16), "sweep.bits must be a non-empty list"),
     (dict(loss_params={"dpsh": {"etta": 1}}), r"\['etta'\]"),
     (dict(lr=-1.0), "lr=-1.0"),
 ])
-def test_run_comparison_validates_everything_before_training(kw, match, tmp_path):
-    args = dict(losses=["csq", "dpsh"], bits_list=[8], root=str(tmp_path), protocol="digits", backbone="vit32_test",
-                epochs=1)
-    args.update(kw)
+def test_zoo_grid_validates_everything_before_training(kw, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
-        compare.run_comparison(**args)
+        runner.run_grid(zoo_grid(tmp_path / "zoo", **kw), executor="sequential", progress=False)
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
-def test_run_comparison_loads_with_the_data_options(tmp_path, monkeypatch):
-    # common RunConfig parameters reach the loader when run_comparison loads the data itself
+def test_zoo_grid_loads_with_the_data_options(tmp_path, monkeypatch):
+    # the shared RunConfig parameters reach the protocol's loader when the runner loads the data
+    from hashlib_vit.data.protocols import Protocol
+
     seen = {}
 
     class Stop(Exception):
         pass
 
-    class FakeProtocol:
-        def load(self, data_root, seed=0, **options):
-            seen.update(data_root=data_root, seed=seed, options=options)
-            raise Stop
+    def fake_load(self, data_root, seed=0, **options):
+        seen.update(data_root=data_root, seed=seed, options=options)
+        raise Stop("loader reached")
 
-    monkeypatch.setattr(compare, "get_protocol", lambda name: FakeProtocol())
-    with pytest.raises(Stop):
-        compare.run_comparison(["csq"], [8], root=str(tmp_path), protocol="digits", backbone="vit32_test", epochs=1,
-                               data_options={"cache_splits": False})
+    monkeypatch.setattr(Protocol, "load", fake_load)
+    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    summary = runner.run_grid(zoo_grid(tmp_path / "zoo", losses=["csq"], data_options={"cache_splits": False}),
+                              executor="sequential", progress=False)
     assert seen == {"data_root": None, "seed": 0, "options": {"cache_splits": False}}
+    assert list(summary["status"]) == ["failed"] and "loader reached" in summary.loc[0, "error"]
     with pytest.raises(ConfigError, match=r"data_options \['mising'\]"):
-        compare.run_comparison(["csq"], [8], root=str(tmp_path), protocol="digits", backbone="vit32_test", epochs=1,
-                               data_options={"mising": "skip"})
+        runner.run_grid(zoo_grid(tmp_path / "zoo2", losses=["csq"], data_options={"mising": "skip"}), progress=False)
+    assert not (tmp_path / "zoo2").exists()
+
+
+def test_zoo_grid_writes_diagnostics_and_is_reproducible(tmp_path):
+    # two losses x one length, one epoch: every run directory has diagnostics.json, the table reads it, and
+    # rerunning the grid (force) with the same seed gives the same mAP and the same code statistics
+    grid = zoo_grid(tmp_path / "zoo", losses=["csq", "dpsh"], bits_list=[8], loss_params={"dpsh": {"eta": 0.2}})
+    summary = runner.run_grid(grid, executor="sequential", progress=False)
+    assert list(summary["run"]) == ["loss-csq_bits-8", "loss-dpsh_bits-8"]
+    assert list(summary["status"]) == ["completed", "completed"] and list(summary["loss"]) == ["csq", "dpsh"]
+    for name in summary["run"]:
+        diag = json.loads((tmp_path / "zoo" / name / "diagnostics.json").read_text())
+        assert set(diag) >= {"mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"}
+    assert RunDir(tmp_path / "zoo" / "loss-dpsh_bits-8").config()["loss_params"] == {"eta": 0.2}  # per-loss params
+    assert RunDir(tmp_path / "zoo" / "loss-csq_bits-8").config()["loss_params"] == {}
+    first = chance_level_table(collect(tmp_path / "zoo"))
+    assert list(first["method"]) == ["csq", "dpsh"] and list(first["bits"]) == [8, 8]
+    assert first[["mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"]].notna().all().all()
+    assert ((first["map"] >= 0) & (first["map"] <= 1)).all() and (first["map_random"] > 0).all()
+    assert list(first["note"]) == [analysis.collapse_note(m, r) for m, r in zip(first["map"], first["map_random"])]
+    again = runner.run_grid(grid, executor="sequential", progress=False)
+    assert list(again["status"]) == ["skipped", "skipped"]  # finished runs with the same parameters are reused
+    runner.run_grid(grid, executor="sequential", progress=False, force=True)
+    second = chance_level_table(collect(tmp_path / "zoo"))
+    cols = ["map", "map_random", "mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"]
+    assert np.allclose(first[cols].to_numpy(float), second[cols].to_numpy(float))
 
 
 def test_code_diagnostics_see_an_input_independent_model():
@@ -130,7 +172,7 @@ def test_collapsed_profile_pairwise_losses_get_no_separating_gradient(classes):
 def test_summarize_writes_markdown_and_json(tmp_path):
     for variant in ("base", "lr1e-4"):
         for row in fake_rows():
-            rd = RunDir(tmp_path / variant / compare.run_name(row["method"], row["bits"])).prepare()
+            rd = RunDir(tmp_path / variant / run_name(row["method"], row["bits"])).prepare()
             rd.write_json("config.json", {"lr": 1e-3 if variant == "base" else 1e-4, "batch_size": 32,
                                           "loss_params": {}})
             rd.write_metrics(row)
@@ -143,12 +185,11 @@ def test_summarize_writes_markdown_and_json(tmp_path):
 
 
 def test_list_and_dict_parameters_from_strings():
-    assert compare.as_list('["dpsh", "csq"]', "losses") == ["dpsh", "csq"]
-    assert compare.as_list("dpsh, csq", "losses") == ["dpsh", "csq"]
-    assert compare.as_list("[12, 48]", "bits_list", int) == [12, 48]
-    assert compare.as_list(32, "bits_list", int) == [32]
-    assert compare.as_dict('{"dpsh": {"eta": 0.2}}', "loss_params") == {"dpsh": {"eta": 0.2}}
-    with pytest.raises(ConfigError, match="bits_list"):
-        compare.as_list("[a, b]", "bits_list", int)
-    with pytest.raises(ConfigError, match="loss_params"):
-        compare.as_dict("[1]", "loss_params")
+    # notebook 05 reads list and dict parameters given as strings (papermill -p losses '[...]') with the one rule
+    assert parse_value('["dpsh", "csq"]') == ["dpsh", "csq"]
+    assert parse_value("[dpsh, csq]") == ["dpsh", "csq"]
+    assert parse_value("[12, 48]") == [12, 48]
+    assert parse_value(32) == 32 and parse_value([16, 32]) == [16, 32]
+    assert parse_value('{"dpsh": {"eta": 0.2}}') == {"dpsh": {"eta": 0.2}}
+    assert parse_value("{dpsh: {eta: 0.2}}") == {"dpsh": {"eta": 0.2}}
+    assert parse_value("dpsh, csq") == "dpsh, csq"  # not a list: the notebook refuses it with a ConfigError
