@@ -1,6 +1,7 @@
 """AE-ViT (AEM) and HSC-Loss: METHODS.md §7 checks 5 and 6, plus the behaviour around them."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -306,27 +307,55 @@ def test_run_experiment_aevit_hsc_two_views(tmp_path):
 # ----------------------------------------------------------------------------- backbone study
 
 
-def by_size(runs):
-    return {r["method"].split("+")[0]: r["img_size"] for r in runs}
+def study_grid(root, models, losses, *, vit="vit32_test", proto_size=32, **fixed):
+    """The grid notebook 03 builds for the backbone study: a linked ``model`` dimension (AE-ViT = the ViT with
+    AEM, its ablation without; the CNNs at the protocol's size, AlexNet at >= 64 px) times the losses, HSC with
+    its own hyper-parameters."""
+    table = {"aevit": {"backbone": vit, "model_params.aem": "all"}, "vit": {"backbone": vit, "model_params.aem": "off"},
+             "resnet50": {"backbone": "resnet50", "img_size": max(proto_size, 32)},
+             "alexnet": {"backbone": "alexnet", "img_size": max(proto_size, 64)}}
+    return {"target": "experiment", "output": str(root),
+            "fixed": {"protocol": "digits", "progress": False, "save_codes": False, **fixed},
+            "sweep": {"model": [{"name": m, **table[m]} for m in models],
+                      "loss": [{"name": n, "loss": n, "loss_params": {"tau": 0.5} if n == "hsc" else {}} for n in losses]}}
 
 
-def test_study_runs_grid():
-    from hashlib_vit.aevit import split_available, study_runs
+def test_study_grid_runs(tmp_path):
+    from hashlib_vit.losses import LOSSES
+    from hashlib_vit.runner import load_grid, run_grid
 
-    runs = study_runs({"protocol": "digits", "epochs": 2}, ["aevit", "vit", "alexnet", "resnet50"], ["dpsh", "hsc"], "/tmp/s",
-                      vit_backbone="vit32_test", loss_params={"hsc": {"tau": 0.5}})
-    assert len(runs) == 8
-    assert by_size(runs) == {"aevit": None, "vit": None, "alexnet": 64, "resnet50": 32}  # digits are 32 px
-    by = {r["method"]: r for r in runs}
-    assert by["aevit+dpsh"]["model_params"] == {"aem": "all"} and by["aevit+dpsh"]["backbone"] == "vit32_test"
-    assert by["vit+hsc"]["model_params"] == {"aem": "off"} and by["vit+hsc"]["loss_params"] == {"tau": 0.5}
-    assert by["alexnet+dpsh"]["img_size"] == 64 and by["alexnet+dpsh"]["model_params"] == {}
-    assert by["alexnet+hsc"]["run_dir"].endswith("alexnet__hsc") and by["alexnet+hsc"]["epochs"] == 2
-    with pytest.raises(ConfigError, match="unknown"):
-        study_runs({}, ["vgg"], ["dpsh"], "/tmp/s")
-    with pytest.raises(ConfigError, match="not registered"):
-        study_runs({}, ["vit"], ["no_such_loss"], "/tmp/s")
-    assert split_available(["dpsh", "no_such_loss"]) == (["dpsh"], ["no_such_loss"])
+    grid = load_grid(study_grid(tmp_path / "s", ["aevit", "vit", "alexnet", "resnet50"], ["dpsh", "hsc"], epochs=2))
+    assert len(grid.runs) == 8
+    cfg = {r.name: r.config() for r in grid.runs}
+    assert {n.split("_")[0]: c.img_size for n, c in cfg.items()} == {
+        "model-aevit": None, "model-vit": None, "model-alexnet": 64, "model-resnet50": 32}  # digits are 32 px
+    assert cfg["model-aevit_loss-dpsh"].model_params == {"aem": "all"} and cfg["model-aevit_loss-dpsh"].backbone == "vit32_test"
+    assert cfg["model-vit_loss-hsc"].model_params == {"aem": "off"} and cfg["model-vit_loss-hsc"].loss_params == {"tau": 0.5}
+    assert cfg["model-alexnet_loss-dpsh"].img_size == 64 and cfg["model-alexnet_loss-dpsh"].model_params == {}
+    assert str(cfg["model-alexnet_loss-hsc"].run_dir).endswith("model-alexnet_loss-hsc")
+    assert cfg["model-alexnet_loss-hsc"].epochs == 2 and cfg["model-alexnet_loss-hsc"].method_name() == "hsc"  # method = the loss
+    with pytest.raises(ConfigError, match="no_such_loss"):  # refused before anything runs
+        run_grid(study_grid(tmp_path / "bad", ["vit"], ["dpsh", "no_such_loss"]), progress=False)
+    assert not (tmp_path / "bad").exists()
+    # the notebook's one-liner: unregistered losses are reported and skipped
+    study_losses = ["dpsh", "no_such_loss"]
+    assert ([n for n in study_losses if n in LOSSES], [n for n in study_losses if n not in LOSSES]) == (["dpsh"], ["no_such_loss"])
+
+
+def test_study_table_rows_and_columns(tmp_path):
+    # two cells of the study, one short epoch each: the summary labels each run with the linked dimension's name
+    # (AE-ViT and the plain ViT share loss and method), and the pivot has the losses as rows and the models as columns
+    from hashlib_vit.runner import run_grid
+
+    summary = run_grid(study_grid(tmp_path / "s", ["aevit", "vit"], ["dpsh"], epochs=1, batch_size=64, bits=8),
+                       executor="sequential", progress=False)
+    assert list(summary["status"]) == ["completed", "completed"]
+    assert list(summary["model"]) == ["aevit", "vit"] and list(summary["loss"]) == ["dpsh", "dpsh"]
+    pivot = summary.pivot(index="loss", columns="model", values="map").reindex(columns=["aevit", "vit"])
+    assert pivot.shape == (1, 2) and list(pivot.index) == ["dpsh"]
+    for model in ("aevit", "vit"):
+        metrics = json.loads((tmp_path / "s" / f"model-{model}_loss-dpsh" / "metrics.json").read_text())
+        assert pivot.loc["dpsh", model] == pytest.approx(metrics["map"]) and metrics["method"] == "dpsh"
 
 
 def test_multiview_batches_on_image_files(tmp_path):

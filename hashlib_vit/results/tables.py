@@ -214,7 +214,7 @@ def chance_level_table(rows_or_root) -> "pd.DataFrame":  # noqa: F821
     queries and database), their ratio, a collapse note (:func:`~.analysis.collapse_note`) and the code
     statistics of ``diagnostics.json`` when present; sorted by method and bits.
 
-    Accepts the rows returned by :func:`hashlib_vit.compare.run_comparison`, a folder of run
+    Accepts a list of run rows (dicts of metrics), a folder of run
     directories (read with :func:`~.collect.collect`) or a :func:`~.collect.collect` frame."""
     import pandas as pd
 
@@ -281,7 +281,7 @@ def loss_zoo_summary(root: str | os.PathLike, *, write: bool = True) -> "pd.Data
     cols = ["variant", "method", "bits", "epochs", "lr", "batch_size", "loss_params", "map", "map_random", "note",
             "mean_abs_u", "input_spread", "distinct_db_codes", "final_loss"]
     md = markdown_table(df[[c for c in cols if c in df.columns]])
-    atomic_write_text(root / "summary.md", "<!-- written by python -m hashlib_vit.compare --summarize; do not edit -->\n" + md + "\n")
+    atomic_write_text(root / "summary.md", "<!-- written by hashlib_vit.results.tables.loss_zoo_summary; do not edit -->\n" + md + "\n")
     return df
 
 
