@@ -181,3 +181,25 @@ def test_timm_vit_names_construct_at_small_input(name, depth):
     assert m.depth == depth and len(m.backbone.model.blocks) == depth - 1
     out = m.eval()(torch.rand(1, 3, 64, 64))
     assert [h.shape[1] for h in out.heads] == [8, 4, 4]
+
+
+@pytest.mark.parametrize("head", ["cls_linear", "mgvt", "hcl"])
+def test_aem_parameters_get_the_head_learning_rate_on_every_head(head):
+    """Every trainable parameter is in exactly one group; AEM's (added before the encoder) are new and get
+    ``lr``, the ViT's own get ``backbone_lr`` (MGVT used to give AEM the backbone's)."""
+    from hashlib_vit.losses import build_loss
+    from hashlib_vit.models import build_model
+    from hashlib_vit.train import TrainConfig, param_groups
+
+    model = build_model("vit32_test", 16, head, aem="all")
+    loss = build_loss("csq", 16, 10)
+    groups = param_groups(model, loss, TrainConfig(lr=1e-3, backbone_lr=1e-5))
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = [p for p in list(model.parameters()) + list(loss.parameters()) if p.requires_grad]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in trainable}
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    aem = list(model.backbone.added_parameters())
+    assert aem and all(lr_of[id(p)] == 1e-3 for p in aem)
+    aem_ids = {id(p) for p in aem}
+    vit_own = [p for p in model.backbone.parameters() if id(p) not in aem_ids]
+    assert vit_own and all(lr_of[id(p)] == 1e-5 for p in vit_own)

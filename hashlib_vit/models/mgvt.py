@@ -160,8 +160,11 @@ class MGVT(HashModel):
         return mods
 
     def backbone_parameters(self):
-        """Trunk (embeddings + first L-1 blocks) and both branch copies: they start from the ViT's weights."""
-        yield from self.backbone.parameters()
+        """Trunk (embeddings + first L-1 blocks) and both branch copies: they start from the ViT's weights.
+        Modules added to the backbone (AEM) are new, as in :meth:`HashModel.backbone_parameters`: they get
+        the head's learning rate."""
+        added = {id(p) for p in self.backbone.added_parameters()}
+        yield from (p for p in self.backbone.parameters() if id(p) not in added)
         for m in self.branch_modules():
             yield from m.parameters()
 
