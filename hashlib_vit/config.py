@@ -183,7 +183,7 @@ class RunConfig:
             object.__setattr__(self, f.name, f.default_factory() if f.default is MISSING else f.default)
         plain = {}
         for key, value in params.items():
-            section = {v: k for k, v in _ATTR.items()}.get(key, key)
+            section = _SECTION_OF_ATTR.get(key, key)
             if section in _SECTION_TYPES and isinstance(value, _SECTION_TYPES[section]):
                 object.__setattr__(self, _ATTR[section], replace(value))
             else:
@@ -350,6 +350,7 @@ class RunConfig:
 
 # the section attribute of each section name ("loss" is stored as .objective: cfg.loss is the loss name)
 _ATTR = {"data": "data", "model": "model", "loss": "objective", "train": "train", "eval": "eval"}
+_SECTION_OF_ATTR = {attr: section for section, attr in _ATTR.items()}  # "objective" -> "loss"
 # flat name -> (section or None for run-level fields, dataclass Field)
 _FLAT: dict[str, tuple[str | None, Field]] = {}
 for _f_ in fields(RunConfig):

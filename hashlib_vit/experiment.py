@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +16,8 @@ import torch
 from .data import PROTOCOLS, ProtocolData, TensorTransform, make_batches, protocol_transforms
 from .config import RunConfig
 from .errors import ConfigError, DataError
-from .losses import LOSSES, TRAINING_FREE, build_loss
-from .models import MODELS, HashModel, build_model
+from .losses import TRAINING_FREE, build_loss
+from .models import HashModel, build_model
 from .results import RunDir, run_metrics
 from .retrieval import encode, evaluate
 from .distributed import current, env_world_size, init_distributed

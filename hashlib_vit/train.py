@@ -24,11 +24,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -38,8 +36,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig, field_role  # noqa: F401  (TrainConfig: the run config's train section)
-from .errors import ConfigError, DataError, bad_choice
+from .config import TrainConfig, field_role  # TrainConfig: the run configuration's train section
+from .errors import ConfigError, DataError
 from .losses.base import HashLoss
 from .utils import atomic_write
 

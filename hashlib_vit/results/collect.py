@@ -161,5 +161,5 @@ def failed_runs(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-__all__ = ["CODE_STATISTICS", "ROW_KEYS", "collect", "failed_runs", "family_of", "ignored_config_keys", "method_key",
+__all__ = ["CODE_STATISTICS", "ROW_KEYS", "collect", "failed_runs", "family_of", "TABLE_KEYS", "variant_fields", "method_key",
            "row_keys"]
