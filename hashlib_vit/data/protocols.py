@@ -42,6 +42,8 @@ class Protocol:
     default_root: str | None = None  # data_root used when none is given (relative: from the project root)
     list_dir: str | None = None  # list-file protocols: default folder of test/train/database.txt[.gz]
     howto: str = ""  # how to obtain the data (shown when it is missing)
+    seeded: bool = False  # the split is drawn per class with the seed (another seed, another split)
+    query_in_database: bool = False  # False: queries are never in the database (every built-in protocol)
 
     def load(self, data_root: str | Path | None = None, seed: int = 0, **options) -> "ProtocolData":
         """Build (or read from the cache) the splits of this protocol with a fixed seed."""
@@ -73,6 +75,10 @@ class ProtocolData:
     seed: int
     checksums: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its list text
     split_dir: str | None = None  # where the split list files are (cache or imported folder)
+    # how the split was made: "drawn" (per class with the seed), "official" (a fixed split of the pool),
+    # "lists" (the protocol's list files), "imported" (split_dir=); "" when unknown (hand-built)
+    origin: str = ""
+    pool_size: int | None = None  # items in the pool a drawn/official split was taken from
 
     def sizes(self) -> dict[str, int]:
         return {"query": len(self.query), "train": len(self.train), "database": len(self.database)}
@@ -194,7 +200,9 @@ def make_splits(protocol: Protocol, images: torch.Tensor, classes: np.ndarray, i
             raise DataError(f"the {name} split of protocol {protocol.name!r} is empty")
         splits[name] = Split(images[pos], labels[pos], sid)
         checks[name] = split_checksum(sid, labels[pos].numpy())
-    data = ProtocolData(protocol, splits["query"], splits["train"], splits["database"], class_names, seed, checks)
+    origin = "imported" if split_dir is not None else "official" if indices is not None else "drawn"
+    data = ProtocolData(protocol, splits["query"], splits["train"], splits["database"], class_names, seed, checks,
+                        origin=origin, pool_size=len(ids))
     if split_dir is not None:
         data.split_dir = str(split_dir)
     elif cache_splits:
@@ -232,6 +240,7 @@ PROTOCOLS.register(
         loader=_load_digits,
         hflip=False,  # a mirrored digit is not the same digit
         pad_crop=2,
+        seeded=True,
     ),
 )
 
@@ -290,12 +299,12 @@ for _name, _nq, _nt, _nd, _tin, _desc in (
     PROTOCOLS.register(_name, Protocol(
         name=_name, num_classes=10, multi_label=False, topk=None, n_query=_nq, n_train=_nt, n_database=_nd,
         train_in_database=_tin, img_size=32, source=_CIFAR_SOURCE, description=_desc, loader=_load_cifar10,
-        needs_data_root=True, hflip=True, pad_crop=4, default_root="../shared/data/cifar10", howto=_CIFAR_HOWTO))
+        needs_data_root=True, hflip=True, pad_crop=4, default_root="../shared/data/cifar10", howto=_CIFAR_HOWTO,
+        seeded=_name != "cifar10-2"))
 
 
 # ----------------------------------------------------------------------------- list-file protocols
-# query = test.txt, train = train.txt, database = database.txt (DeepHash-pytorch / HashNet naming)
-LIST_STEMS = {"query": ("test", "query"), "train": ("train",), "database": ("database", "db")}
+from .splits import LIST_STEMS  # noqa: E402  (query = test.txt, DeepHash-pytorch / HashNet naming)
 
 
 def _list_folder(protocol: Protocol, list_dir=None) -> Path:
@@ -363,7 +372,8 @@ def _load_lists(protocol: Protocol, data_root=None, seed: int = 0, list_dir=None
                                  name=f"{protocol.name} {name} split ({lf.path})")
         checks[name] = split_checksum(splits[name].ids, splits[name].labels.numpy())
     return ProtocolData(protocol, splits["query"], splits["train"], splits["database"],
-                        read_class_names(lists, protocol.num_classes), seed, checks, split_dir=str(lists))
+                        read_class_names(lists, protocol.num_classes), seed, checks, split_dir=str(lists),
+                        origin="imported" if split_dir is not None else "lists")
 
 
 _LISTS = "../shared/data/hash_lists"
@@ -456,7 +466,7 @@ def image_folder_protocol(name: str, *, num_classes: int, query_per_class: int, 
         f"the rest ({'train included' if train_in_database else 'train excluded'}); "
         f"mAP@{'all' if topk is None else topk}.",
         loader=_load_folder, needs_data_root=True, hflip=hflip, pad_crop=pad_crop, default_root=data_root,
-        howto="Lay the images out as data_root/<class>/*.jpg (or data_root/<split>/<class>/*.jpg).")
+        howto="Lay the images out as data_root/<class>/*.jpg (or data_root/<split>/<class>/*.jpg).", seeded=True)
     if register:
         PROTOCOLS.register(name, p)
     return p

@@ -94,6 +94,9 @@ def split_checksum(ids, labels: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------- list files
 SPLIT_NAMES = ("query", "train", "database")
+# file stems of each split in a list folder: query = test.txt, train = train.txt, database = database.txt
+# (DeepHash-pytorch / HashNet naming; query.txt / db.txt also read)
+LIST_STEMS = {"query": ("test", "query"), "train": ("train",), "database": ("database", "db")}
 MANIFEST = "checksums.json"
 
 
