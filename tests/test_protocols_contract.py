@@ -309,3 +309,21 @@ def test_cifar10_protocols_meet_their_definition_on_the_real_data(name, shared_d
     assert report.expected_sizes == report.declared_sizes and report.ok
     if name == "cifar10-2":
         assert all(i.startswith("test/") for i in data.query.ids) and data.train.ids == data.database.ids
+
+
+def test_skipped_images_lower_the_expected_sizes_of_a_list_protocol(tmp_path):
+    import dataclasses
+
+    # coco declared with the sizes of the small lists written here; two listed images then go missing
+    small = dataclasses.replace(get_protocol("coco"), n_query=4, n_train=6, n_database=12)
+    _write_lists(small, tmp_path / "lists", tmp_path / "images")
+    assert check_protocol(small.load(tmp_path / "images", list_dir=tmp_path / "lists")).ok
+    (tmp_path / "images" / "img" / "001.png").unlink()  # a query image
+    (tmp_path / "images" / "img" / "005.png").unlink()  # a training (and database) image
+    with pytest.warns(UserWarning, match="skipped"):
+        data = small.load(tmp_path / "images", list_dir=tmp_path / "lists", missing="skip")
+    report = check_protocol(data)
+    assert report.expected_sizes == {"query": 3, "train": 5, "database": 11} == data.sizes()
+    assert report.skipped == {"query": 1, "train": 1, "database": 1}
+    # the loaded splits are subsets of their files: not compared with them
+    assert report.sizes_frame()["file_matches"].isna().all() and "list file on disk" not in set(report.to_frame()["check"])

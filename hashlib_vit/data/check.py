@@ -74,16 +74,18 @@ class ProtocolReport:
         return pd.DataFrame([c.__dict__ for c in self.checks], columns=["check", "split", "ok", "expected", "found"])
 
     def sizes_frame(self):
-        """pandas DataFrame indexed by split: items, expected, declared, skipped, sha256, file_sha256, file_matches."""
+        """pandas DataFrame indexed by split: items, expected, declared, skipped, sha256, file_sha256, file_matches
+        (None where no list file was read, or where images were skipped: the split is then a subset of its file)."""
         import pandas as pd
 
         rows = []
         for n in SPLIT_NAMES:
             f = self.file_checksums.get(n)
+            skipped = self.skipped.get(n, 0)
             rows.append({"split": n, "items": self.sizes[n], "expected": self.expected_sizes.get(n),
-                         "declared": self.declared_sizes.get(n), "skipped": self.skipped.get(n, 0),
+                         "declared": self.declared_sizes.get(n), "skipped": skipped,
                          "sha256": self.checksums.get(n), "file_sha256": f,
-                         "file_matches": None if f is None else f == self.checksums.get(n)})
+                         "file_matches": None if f is None or skipped else f == self.checksums.get(n)})
         return pd.DataFrame(rows).set_index("split")
 
     def class_frame(self):
