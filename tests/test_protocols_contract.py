@@ -327,3 +327,43 @@ def test_skipped_images_lower_the_expected_sizes_of_a_list_protocol(tmp_path):
     assert report.skipped == {"query": 1, "train": 1, "database": 1}
     # the loaded splits are subsets of their files: not compared with them
     assert report.sizes_frame()["file_matches"].isna().all() and "list file on disk" not in set(report.to_frame()["check"])
+
+
+def test_a_protocol_with_queries_inside_the_database(tmp_path):
+    import dataclasses
+
+    # e.g. a protocol searching the queries' own collection: every query item must then be in the database
+    p = dataclasses.replace(get_protocol("coco"), query_in_database=True)
+    sizes = _write_lists(p, tmp_path / "lists", tmp_path / "images")
+    data = p.load(tmp_path / "images", list_dir=tmp_path / "lists")
+    with pytest.raises(DataError, match=r"query split of protocol 'coco': query inside database: expected every query "
+                                        r"item in the database, found 4 missing, e.g. 'img/000.png'"):
+        check_protocol(data, expected_sizes=sizes)
+    db = _with_extra(data.database, data.query, 0)
+    for k in range(1, len(data.query)):
+        db = _with_extra(db, data.query, k)
+    inside = _replace(data, database=db)
+    report = check_protocol(inside, expected_sizes={**sizes, "database": sizes["database"] + 4})
+    assert report.ok and "query inside database" in set(report.to_frame()["check"])
+
+
+def test_label_width_values_and_agreement_between_splits(tmp_path):
+    d = get_protocol("digits").load(seed=0, cache=tmp_path / "cache")
+    narrow = _replace(d, query=Split(d.query.images, d.query.labels[:, :9], d.query.ids))
+    with pytest.raises(DataError, match=r"query split of protocol 'digits': label width: expected \(N, 10\) labels, "
+                                        r"found shape \(100, 9\)"):
+        check_protocol(narrow)
+    half = d.train.labels.clone()
+    half[3] *= 0.5
+    soft = _replace(d, train=Split(d.train.images, half, d.train.ids))
+    with pytest.raises(DataError, match=rf"train split of protocol 'digits': labels are 0/1: .*found 1 rows with other "
+                                        rf"values, e.g. '{d.train.ids[3]}'"):
+        check_protocol(soft)
+    # a training item whose label differs from its copy in the database
+    moved = d.train.labels.clone()
+    moved[7] = moved[7].roll(1)
+    other = _replace(d, train=Split(d.train.images, moved, d.train.ids))
+    report = check_protocol(other, strict=False)
+    assert [(f.check, f.split) for f in report.failures] == [("items per class", "train"),
+                                                             ("same labels as in the database", "train")]
+    assert f"e.g. '{d.train.ids[7]}'" in report.failures[1].found
