@@ -43,7 +43,7 @@ class BankLoss(HashLoss):
         with torch.no_grad():
             self.bank[index] = 0.5 * self.bank[index] + 0.5 * u.detach()
             self.calls += 1
-        return LossResult(total, {"pair": total.item()})
+        return LossResult(total, {"pair": total.detach()})
 
 
 def synthetic(n=48, classes=4, seed=0):
