@@ -45,7 +45,8 @@ class LossResult:
         for name, v in self.parts.items():
             if isinstance(v, torch.Tensor):
                 if v.numel() != 1:
-                    raise ValueError(f"loss part {name!r} has shape {tuple(v.shape)}; expected one value (a 0-d tensor)")
+                    raise ValueError(f"loss part {name!r} has shape {tuple(v.shape)}; "
+                                     "expected one value (a 0-d tensor)")
                 parts[name] = v.detach().reshape(())
             else:
                 parts[name] = torch.full((), float(v), dtype=torch.float64, device=self.total.device)

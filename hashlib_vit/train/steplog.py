@@ -11,6 +11,8 @@
   the history, moves the progress bar, and checks the loss: the first non-finite one stops training
   (FloatingPointError naming its step, epoch and batch and the last good checkpoint). Since a flush
   precedes every checkpoint, no checkpoint is ever written after a non-finite step.
+  Steps still in the buffer when a run dies (an exception, a kill) have no row; a resume replays
+  them from the last checkpoint, which always has all its rows.
 """
 from __future__ import annotations
 
