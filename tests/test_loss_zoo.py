@@ -420,5 +420,7 @@ def test_loss_result_normalises_parts():
     assert res.parts["row"].shape == () and float(res.parts["row"]) == 5.0
     assert res.parts["number"].dtype == torch.float64 and float(res.parts["number"]) == 0.125
     assert res.total.requires_grad  # the objective keeps its graph
+    assert res.host_parts() == {"same": 5.0, "row": 5.0, "number": 0.125}
+    assert all(type(v) is float for v in res.host_parts().values()) and LossResult(total).host_parts() == {}
     with pytest.raises(ValueError, match=r"loss part 'vec' has shape \(3,\); expected one value"):
         LossResult(total, {"vec": torch.zeros(3)})

@@ -6,7 +6,8 @@ A loss is an ``nn.Module`` built by :func:`hashlib_vit.losses.build_loss`:
   hyper-parameter with its default (used for validation and written to ``config.json``);
 * ``forward(out: HashOutput, labels: (n, C) float multi-hot, index: (n,) long | None) -> LossResult``:
   the objective ``total`` (0-d, with gradient) and its ``parts`` for the log, detached 0-d tensors on
-  the same device (never ``.item()``: the training loop brings them to the host once per log flush);
+  the same device (never ``.item()``: the training loop brings them to the host once per log flush;
+  ``LossResult.host_parts()`` gives them as floats, in one transfer, for notebooks and tests);
 * the training loop calls ``set_progress(step, epoch)`` before each step (for schedules such as
   HashNet's continuation) and ``end_epoch(epoch)`` after each epoch;
 * a loss may own parameters (classifiers): they are optimised with the new modules' learning rate;
@@ -51,6 +52,14 @@ class LossResult:
             else:
                 parts[name] = torch.full((), float(v), dtype=torch.float64, device=self.total.device)
         self.parts = parts
+
+    def host_parts(self) -> dict[str, float]:
+        """The parts as Python floats, in one device-to-host transfer (for notebooks and tests that
+        print or tabulate a single evaluation; the training loop never calls it: see train/steplog.py)."""
+        if not self.parts:
+            return {}
+        values = torch.stack([v.to(device=self.total.device, dtype=torch.float64) for v in self.parts.values()])
+        return dict(zip(self.parts, values.tolist()))
 
 
 class HashLoss(nn.Module):
