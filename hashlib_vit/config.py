@@ -85,7 +85,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, precision and checkpoint cadence of the one training loop (train.py)."""
+    """Optimisation, schedule, precision, checkpoint and log cadence of the one training loop (train/)."""
 
     epochs: int = _f(30, "result", "training epochs")
     batch_size: int = _f(32, "result", "global batch (split across processes under torchrun)")
@@ -106,10 +106,12 @@ class TrainConfig:
     checkpoint_every_epochs: int = _f(0, "record", "... and/or every N epochs (0: off)")
     resume: bool = _f(False, "record", "continue from run_dir/checkpoint.pt when it exists")
     progress: bool = _f(True, "record", "show progress bars")
+    log_every_steps: int = _f(10, "record", "bring the step values to the host and write their log rows every N steps "
+                              "(also before checkpoints and at the end of each epoch)")
 
     def validate(self) -> "TrainConfig":
         """Check the training settings; raises ConfigError naming the field, its value and what is allowed."""
-        for name in ("epochs", "batch_size", "step_epochs"):
+        for name in ("epochs", "batch_size", "step_epochs", "log_every_steps"):
             _int_at_least(name, getattr(self, name), 1)
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size!r} must be an integer >= 2 (pair losses need pairs)")

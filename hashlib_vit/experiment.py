@@ -20,8 +20,8 @@ from .losses import TRAINING_FREE, build_loss
 from .models import HashModel, build_model
 from .results import RunDir, run_metrics
 from .retrieval import encode, evaluate
-from .distributed import current, env_world_size, init_distributed
 from .train import amp_dtype, check_checkpoint, train
+from .train.distributed import current, env_world_size, init_distributed
 from .utils import env_info, resolve_device, resolve_path, seed_everything
 
 

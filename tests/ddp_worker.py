@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from hashlib_vit import distributed as D
+from hashlib_vit.train import distributed as D
 from hashlib_vit.data import Split, TensorBatches, TensorTransform
 from hashlib_vit.losses import build_loss
 from hashlib_vit.losses.csq import CSQLoss

@@ -15,7 +15,7 @@ LAYERS = [
     {"data"},
     {"losses"},
     {"config"},
-    {"distributed", "train"},
+    {"train"},  # train/ holds the loop, optimiser, checkpoints, step log and distributed
     {"retrieval"},
     {"results"},
     {"baselines"},

@@ -52,7 +52,7 @@ def test_each_field_has_one_role_and_it_decides_resume_and_variants():
 
 
 def test_training_section_fingerprint_matches_the_resume_contract():
-    """The train loop's fingerprint (train.py) keeps exactly the result fields of the train section."""
+    """The train loop's fingerprint (train/loop.py) keeps exactly the result fields of the train section."""
     from dataclasses import asdict
 
     t = TrainConfig()

@@ -394,3 +394,33 @@ def test_every_loss_accepts_48_bits(name):
     loss = build_loss(name, 48, 10)
     res = loss(out(torch.randn(6, 48)), labels_single([0, 1, 2, 3, 4, 0], 10), torch.arange(6))
     assert torch.isfinite(res.total)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_returns_detached_0d_parts(name):
+    """The loop syncs to the host only when it logs: every part is a 0-d tensor without gradient
+    (detached from the graph), on the total's device, equal to the value it names."""
+    u = torch.randn(6, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    loss = build_loss(name, 16, 10)
+    res = loss(out(u), labels_single([0, 1, 2, 3, 4, 0], 10), torch.arange(6))
+    assert res.total.requires_grad and res.total.ndim == 0
+    assert res.parts, f"{name} reports no parts"
+    for part, v in res.parts.items():
+        assert isinstance(v, torch.Tensor) and v.ndim == 0, (name, part, v)
+        assert not v.requires_grad and v.grad_fn is None, (name, part)
+        assert v.device == res.total.device and v.is_floating_point() and math.isfinite(float(v)), (name, part)
+
+
+def test_loss_result_normalises_parts():
+    from hashlib_vit.losses.base import LossResult
+
+    total = torch.tensor(2.5, requires_grad=True) * 2
+    res = LossResult(total, {"same": total, "row": total.reshape(1), "number": 0.125})
+    assert res.parts["same"].grad_fn is None and float(res.parts["same"]) == 5.0
+    assert res.parts["row"].shape == () and float(res.parts["row"]) == 5.0
+    assert res.parts["number"].dtype == torch.float64 and float(res.parts["number"]) == 0.125
+    assert res.total.requires_grad  # the objective keeps its graph
+    assert res.host_parts() == {"same": 5.0, "row": 5.0, "number": 0.125}
+    assert all(type(v) is float for v in res.host_parts().values()) and LossResult(total).host_parts() == {}
+    with pytest.raises(ValueError, match=r"loss part 'vec' has shape \(3,\); expected one value"):
+        LossResult(total, {"vec": torch.zeros(3)})

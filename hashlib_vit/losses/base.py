@@ -4,7 +4,10 @@ A loss is an ``nn.Module`` built by :func:`hashlib_vit.losses.build_loss`:
 
 * ``__init__(bits, num_classes, multi_label, **hparams)``; class attribute ``defaults`` lists every
   hyper-parameter with its default (used for validation and written to ``config.json``);
-* ``forward(out: HashOutput, labels: (n, C) float multi-hot, index: (n,) long | None) -> LossResult``;
+* ``forward(out: HashOutput, labels: (n, C) float multi-hot, index: (n,) long | None) -> LossResult``:
+  the objective ``total`` (0-d, with gradient) and its ``parts`` for the log, detached 0-d tensors on
+  the same device (never ``.item()``: the training loop brings them to the host once per log flush;
+  ``LossResult.host_parts()`` gives them as floats, in one transfer, for notebooks and tests);
 * the training loop calls ``set_progress(step, epoch)`` before each step (for schedules such as
   HashNet's continuation) and ``end_epoch(epoch)`` after each epoch;
 * a loss may own parameters (classifiers): they are optimised with the new modules' learning rate;
@@ -29,8 +32,34 @@ from ..models.hashmodel import HashOutput
 
 @dataclass
 class LossResult:
+    """What a loss returns: ``total`` (0-d tensor, the objective, with gradient) and ``parts``
+    (name -> detached 0-d tensor, for the log). A part given as a tensor is detached and reshaped to
+    0-d (ValueError naming it when it has more than one element); a Python number becomes a 0-d
+    float64 tensor on ``total``'s device (a fill, no host-to-device copy). Nothing here synchronises
+    with the device."""
+
     total: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        parts = {}
+        for name, v in self.parts.items():
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise ValueError(f"loss part {name!r} has shape {tuple(v.shape)}; "
+                                     "expected one value (a 0-d tensor)")
+                parts[name] = v.detach().reshape(())
+            else:
+                parts[name] = torch.full((), float(v), dtype=torch.float64, device=self.total.device)
+        self.parts = parts
+
+    def host_parts(self) -> dict[str, float]:
+        """The parts as Python floats, in one device-to-host transfer (for notebooks and tests that
+        print or tabulate a single evaluation; the training loop never calls it: see train/steplog.py)."""
+        if not self.parts:
+            return {}
+        values = torch.stack([v.to(device=self.total.device, dtype=torch.float64) for v in self.parts.values()])
+        return dict(zip(self.parts, values.tolist()))
 
 
 class HashLoss(nn.Module):

@@ -111,9 +111,9 @@ class _CauchyBase(HashLoss):
         pair_global = pairs[0]
         pair_local = sum(pairs[1:]) if len(pairs) > 1 else torch.zeros((), device=pair_global.device)
         total = pair_global + pair_local + float(hp["lambda_q"]) * quant
-        parts = {"pair": pair_global.item(), "quant": quant.item()}
+        parts = {"pair": pair_global.detach(), "quant": quant.detach()}
         if len(pairs) > 1:
-            parts = {"pair_global": pair_global.item(), "pair_local": pair_local.item(), "quant": quant.item()}
+            parts = {"pair_global": pair_global.detach(), "pair_local": pair_local.detach(), "quant": quant.detach()}
         return LossResult(total, parts)
 
 

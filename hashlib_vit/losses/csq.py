@@ -98,4 +98,4 @@ class CSQLoss(HashLoss):
         center = F.binary_cross_entropy_with_logits(2 * u, (c + 1) / 2)
         quant = (h.abs() - 1).pow(2).mean()
         total = center + self.hparams["lambda1"] * quant
-        return LossResult(total, {"center": center.item(), "quant": quant.item()})
+        return LossResult(total, {"center": center.detach(), "quant": quant.detach()})

@@ -56,7 +56,7 @@ class DPNLoss(HashLoss):
             with torch.no_grad():
                 tern = torch.where(u.abs() > m, torch.sign(u), torch.zeros_like(u))
                 self.acc += labels.float().T @ tern
-        return LossResult(loss, {"polarization": loss.item()})
+        return LossResult(loss, {"polarization": loss.detach()})
 
     def end_epoch(self, epoch: int) -> None:
         if self.hparams["adaptive"]:

@@ -25,4 +25,4 @@ class DPSHLoss(PairwiseLoss):
         b = torch.where(u >= 0, 1.0, -1.0)
         quant = (u - b).pow(2).mean()
         total = likelihood + self.hparams["eta"] * quant
-        return LossResult(total, {"pair": likelihood.item(), "quant": quant.item()})
+        return LossResult(total, {"pair": likelihood.detach(), "quant": quant.detach()})

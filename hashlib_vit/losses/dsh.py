@@ -34,4 +34,4 @@ class DSHLoss(PairwiseLoss):
         pair = (0.5 * s * d + 0.5 * (1 - s) * (self.margin - d).clamp_min(0))[mask].mean()
         quant = (u.abs() - 1).abs().mean()
         total = pair + self.hparams["alpha"] * quant
-        return LossResult(total, {"pair": pair.item(), "quant": quant.item()})
+        return LossResult(total, {"pair": pair.detach(), "quant": quant.detach()})

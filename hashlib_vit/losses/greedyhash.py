@@ -47,4 +47,4 @@ class GreedyHashLoss(HashLoss):
             cls = F.cross_entropy(logits, labels.argmax(1))
         penalty = (u.abs() - 1).abs().pow(self.hparams["exponent"]).mean()
         total = cls + self.hparams["alpha"] * penalty
-        return LossResult(total, {"cls": cls.item(), "penalty": penalty.item()})
+        return LossResult(total, {"cls": cls.detach(), "penalty": penalty.detach()})

@@ -77,4 +77,5 @@ class HashNetLoss(PairwiseLoss):
         ip = self.alpha * (z @ other.T)
         w = balanced_pair_weights(s, mask)
         pair = (w * (F.softplus(ip) - s * ip))[mask].sum() / mask.sum().clamp_min(1)
-        return LossResult(pair, {"pair": pair.item(), "beta": beta})
+        beta_t = torch.full((), float(beta), dtype=torch.float64, device=pair.device)  # a fill, no host copy
+        return LossResult(pair, {"pair": pair.detach(), "beta": beta_t})

@@ -161,7 +161,7 @@ class HSCLoss(HashLoss):
             cls = F.cross_entropy(logits, labels.argmax(1))
         quant = (h.abs() - 1).pow(2).mean()
         total = con + hp["alpha"] * cls + hp["beta"] * quant
-        return LossResult(total, {"contrastive": con.item(), "cls": cls.item(), "quant": quant.item()})
+        return LossResult(total, {"contrastive": con.detach(), "cls": cls.detach(), "quant": quant.detach()})
 
 
 __all__ = ["HSCLoss", "supcon_loss", "dsh_contrastive", "positive_weights"]

@@ -151,7 +151,7 @@ class OrthoHashLoss(HashLoss):
         with torch.no_grad():
             quant = quantization_error(v).mean()
             cos_target = ((cos * t).sum(1)[labelled]).mean() if bool(labelled.any()) else cos.new_zeros(())
-        return LossResult(ce, {"ce": ce.item(), "quant": quant.item(), "cos_target": cos_target.item()})
+        return LossResult(ce, {"ce": ce.detach(), "quant": quant.detach(), "cos_target": cos_target.detach()})
 
 
 __all__ = ["OrthoHashLoss", "make_codebook", "bernoulli_codebook", "maxhd_codebook", "quantization_error",

@@ -1,4 +1,4 @@
-"""Multi-process training with PyTorch's own engine (torchrun + DistributedDataParallel).
+"""Multi-process training with PyTorch's own engine (torchrun + DistributedDataParallel), used by :mod:`.loop`.
 
 ``torchrun --nproc_per_node N -m hashlib_vit train --config ... --run-dir ...`` starts N processes;
 each one calls :func:`init_distributed`, which reads torchrun's environment (``RANK``,
