@@ -237,7 +237,7 @@ def test_cache_reused_only_for_the_same_key(tmp_path):
     first = build_feature_cache(model, 1, split, **kw)
     assert first.built
     with torch.no_grad():
-        model.head.fc.weight.add_(1.0)  # a trainable (non-frozen) weight: same cache
+        model.hash_layers[0].fc.weight.add_(1.0)  # a trainable (non-frozen) weight: same cache
     again = build_feature_cache(model, 1, split, **kw)
     assert not again.built and again.path == first.path
     with torch.no_grad():
