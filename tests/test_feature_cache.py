@@ -70,7 +70,7 @@ def test_freeze_prefix_parameters_groups_and_modes(head):
     assert grouped == {id(p) for p in list(model.parameters()) + list(loss.parameters()) if id(p) not in frozen}
     model.train()
     assert not any(m.training for m in (vit.patch_embed, *vit.blocks[:2]))
-    assert all(m.training for m in vit.blocks[2:]) and model.head.training
+    assert all(m.training for m in vit.blocks[2:]) and model.hash_layers.training
     # drop-path is off in the frozen blocks: the prefix is deterministic in train mode and equals eval mode
     x = torch.rand(4, 3, 32, 32)
     a, b = model.frozen_prefix(x, 2), model.frozen_prefix(x, 2)
