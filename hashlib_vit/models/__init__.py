@@ -127,21 +127,7 @@ def build_model(backbone: str = "vit32_tiny", bits: int = 32, head: str = "cls_l
     return HashModel(bb, neck, layers, bits)
 
 
-def parameter_counts(model: HashModel) -> dict[str, int]:
-    """Number of parameters of each part: ``backbone`` (from the backbone network), ``added`` (modules
-    added to it, AEM), one entry per neck child module (``neck.<name>``, e.g. MGVT's ``neck.global_block``)
-    and ``hash_layers``; plus ``total``."""
-    count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
-    out = {"backbone": count(p for p in model.backbone.parameters()) - count(model.backbone.added_parameters()),
-           "added": count(model.backbone.added_parameters())}
-    for name, child in model.neck.named_children():
-        out[f"neck.{name}"] = count(child.parameters())
-    out["hash_layers"] = count(model.hash_layers.parameters())
-    out["total"] = count(model.parameters())
-    return out
-
-
 __all__ = ["MODELS", "NECKS", "HASH_LAYERS", "HeadSpec", "ModelSpec", "resolve_model", "build_model", "create_backbone",
            "check_backbone_name", "Backbone", "HashModel", "HashOutput", "sign_codes", "VIT_PRESETS",
            "backbone_choices", "AEM", "AEMOptions", "parse_aem", "Neck", "HCLNeck", "MGVTNeck", "make_options",
-           "parameter_counts", "upgrade_state_dict"]
+           "upgrade_state_dict"]
