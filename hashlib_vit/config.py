@@ -249,7 +249,7 @@ class RunConfig:
         """
         from .data import PROTOCOLS
         from .losses import LOSSES, TRAINING_FREE
-        from .models import MODELS
+        from .models import MODELS, resolve_model
         from .models.backbones import check_backbone_name
 
         if self.protocol not in PROTOCOLS:
@@ -278,12 +278,7 @@ class RunConfig:
         self._validate_data_options()
         self.train.validate()
         self._validate_loss(LOSSES, TRAINING_FREE)
-        from .models.aem import parse_aem
-
-        parse_aem(self.model_params.get("aem", "off"))  # AE-ViT's branch list
-        check = getattr(MODELS.get(self.head), "validate", None)  # a head builder may check its model_params
-        if check is not None:
-            check(self.bits, **self.model_params)
+        resolve_model(self.head, self.bits, self.model_params, self.backbone)  # head, model_params, bits, backbone
         if (self.resume or self.train.checkpointing) and not self.run_dir:
             raise ConfigError("checkpoint_every_steps / checkpoint_every_epochs / resume need a run_dir "
                               "(the checkpoint is run_dir/checkpoint.pt)")

@@ -377,3 +377,30 @@ def test_multiview_batches_on_image_files(tmp_path):
     (x1, _, i1), (x2, y2, i2) = next(base.epoch(0)), next(mv.epoch(0))
     assert x2.shape == (6, 3, 32, 32) and torch.equal(x2[:3], x1) and torch.equal(i2, torch.cat([i1, i1]))
     assert torch.equal(y2[:3], y2[3:])
+
+
+def test_aem_is_timms_embed_layer_also_with_dynamic_img_size():
+    """AEPatchEmbed goes in through VisionTransformer(embed_layer=...): the plain ViT's init and keys are
+    unchanged (only patch_embed.aem.* is new), and with dynamic_img_size (NHWC patch map) at another input
+    size the AE-ViT computes the plain ViT's function at initialisation."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from hashlib_vit.models.aem import AEMOptions
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=0, dynamic_img_size=True)
+    torch.manual_seed(0)
+    plain = VisionTransformer(**kw).eval()
+    torch.manual_seed(0)
+    ae = VisionTransformer(**kw, embed_layer=AEMOptions(aem="all").embed_layer()).eval()
+    assert isinstance(ae.patch_embed, AEPatchEmbed) and isinstance(ae.patch_embed.aem, AEM)
+    extra = set(ae.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("patch_embed.aem.") for k in extra)
+    assert set(plain.state_dict()) <= set(ae.state_dict())
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, ae.state_dict()[k]), k
+    x = torch.rand(2, 3, 48, 40)  # 6 x 5 patches
+    out = ae.forward_features(x)
+    assert out.shape == (2, 31, 32) and torch.equal(out, plain.forward_features(x))
+    with torch.no_grad():
+        ae.patch_embed.aem.gamma.fill_(1.0)
+    assert not torch.allclose(ae.forward_features(x), out)

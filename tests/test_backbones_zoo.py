@@ -44,7 +44,7 @@ def test_vts_mlp_head_warns_about_its_size():
         warnings.simplefilter("error")  # the small preset: no warning
         small = build_model("vit32_test", bits=8, head="vts_mlp")
     assert small(torch.rand(2, 3, 32, 32)).u.shape == (2, 8)
-    with pytest.warns(UserWarning, match=r"vts_mlp' has 21 M parameters \(626 tokens x 32 -> 1024\)"):
+    with pytest.warns(UserWarning, match=r"vts_mlp' has 21 M parameters \(20032 inputs -> 1024\)"):
         build_model("vit32_test", bits=8, head="vts_mlp", img_size=200)  # 625 patches of 8 px + CLS
     with pytest.raises(ValueError, match="needs a ViT"):
         build_model("resnet18", bits=8, head="vts_mlp", img_size=32)

@@ -70,7 +70,7 @@ def test_freeze_prefix_parameters_groups_and_modes(head):
     assert grouped == {id(p) for p in list(model.parameters()) + list(loss.parameters()) if id(p) not in frozen}
     model.train()
     assert not any(m.training for m in (vit.patch_embed, *vit.blocks[:2]))
-    assert all(m.training for m in vit.blocks[2:]) and model.head.training
+    assert all(m.training for m in vit.blocks[2:]) and model.hash_layers.training
     # drop-path is off in the frozen blocks: the prefix is deterministic in train mode and equals eval mode
     x = torch.rand(4, 3, 32, 32)
     a, b = model.frozen_prefix(x, 2), model.frozen_prefix(x, 2)
@@ -237,7 +237,7 @@ def test_cache_reused_only_for_the_same_key(tmp_path):
     first = build_feature_cache(model, 1, split, **kw)
     assert first.built
     with torch.no_grad():
-        model.head.fc.weight.add_(1.0)  # a trainable (non-frozen) weight: same cache
+        model.hash_layers[0].fc.weight.add_(1.0)  # a trainable (non-frozen) weight: same cache
     again = build_feature_cache(model, 1, split, **kw)
     assert not again.built and again.path == first.path
     with torch.no_grad():

@@ -143,8 +143,8 @@ def test_code_diagnostics_see_an_input_independent_model():
     data = get_protocol("digits").load(None, seed=0)
     model = build_model("vit32_test", bits=8)
     with torch.no_grad():
-        model.head.fc.weight.zero_()
-        model.head.fc.bias.copy_(torch.tensor([0.1, -0.1, 0.1, -0.1, 0.1, -0.1, 0.1, -0.1]))
+        model.hash_layers[0].fc.weight.zero_()
+        model.hash_layers[0].fc.bias.copy_(torch.tensor([0.1, -0.1, 0.1, -0.1, 0.1, -0.1, 0.1, -0.1]))
     db = np.tile(np.array([1, -1] * 4, dtype=np.int8), (len(data.database), 1))
     res = RunResult(RunConfig(), {}, {}, model, data, db[:len(data.query)], db, None)
     d = analysis.code_diagnostics(res)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from hashlib_vit.errors import ConfigError
 from hashlib_vit.losses import build_loss
-from hashlib_vit.models import MGVT, build_model, create_backbone
-from hashlib_vit.models.mgvt import rearrange_permutation
+from hashlib_vit.models import build_model, create_backbone
+from hashlib_vit.models.mgvt import MGVTNeck, MGVTOptions, load_vit_state_dict, rearrange_permutation
 
 
 def _mgvt(bits=16, **kw):
@@ -45,23 +45,23 @@ def test_wo_p_global_head_emits_all_bits():
     m = _mgvt(12, local_stream=False)  # 12 bits would fail the local rule; w/o P has no local heads
     out = m(torch.rand(2, 3, 32, 32))
     assert len(out.heads) == 1 and out.u.shape == (2, 12)
-    assert not hasattr(m, "local_block")
+    assert not hasattr(m.neck, "local_block")
     m0 = _mgvt(12, groups=0)  # G = 0 is the same ablation
-    assert not m0.local_stream and m0(torch.rand(2, 3, 32, 32)).u.shape == (2, 12)
+    assert not m0.neck.local_stream and m0(torch.rand(2, 3, 32, 32)).u.shape == (2, 12)
 
 
 def test_global_and_local_features_follow_the_definition():
     m = _mgvt(16, groups=2).eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        z = m.trunk(m.normalize(x))
+        z = m.backbone(m.normalize(x))  # the trunk: the backbone without its last block
         assert z.shape == (2, 17, 32)
-        f_g = m.global_norm(m.global_block(z))[:, 0]
+        f_g = m.neck.global_norm(m.neck.global_block(z))[:, 0]
         s1 = torch.cat([z[:, :1], z[:, 1:9]], 1)
         s2 = torch.cat([z[:, :1], z[:, 9:]], 1)
-        f1 = m.local_norm(m.local_block(s1))[:, 0]
-        f2 = m.local_norm(m.local_block(s2))[:, 0]
-        want = torch.cat([m.head.global_fc(f_g), m.head.local_fc[0](f1), m.head.local_fc[1](f2)], 1)
+        f1 = m.neck.local_norm(m.neck.local_block(s1))[:, 0]
+        f2 = m.neck.local_norm(m.neck.local_block(s2))[:, 0]
+        want = torch.cat([m.hash_layers[0].fc(f_g), m.hash_layers[1].fc(f1), m.hash_layers[2].fc(f2)], 1)
         assert torch.allclose(m(x).u, want, atol=1e-5)
 
 
@@ -69,11 +69,11 @@ def test_unequal_groups_loop_matches_tensor_split():
     m = _mgvt(24, groups=3).eval()  # 16 patches / 3 groups -> 6, 5, 5 tokens
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        z = m.trunk(m.normalize(x))
-        feats = m.local_features(z)
+        z = m.backbone(m.normalize(x))  # the trunk: the backbone without its last block
+        feats = m.neck.local_features(z)
         bounds = [(1, 7), (7, 12), (12, 17)]
         for f, (a, b) in zip(feats, bounds):
-            want = m.local_norm(m.local_block(torch.cat([z[:, :1], z[:, a:b]], 1)))[:, 0]
+            want = m.neck.local_norm(m.neck.local_block(torch.cat([z[:, :1], z[:, a:b]], 1)))[:, 0]
             assert torch.allclose(f, want, atol=1e-5)
         assert m(x).u.shape == (2, 24)
 
@@ -94,23 +94,25 @@ def test_branches_start_as_copies_of_the_last_block():
     bb = create_backbone("vit32_test")
     last = copy.deepcopy(bb.model.blocks[-1].state_dict())
     norm = copy.deepcopy(bb.model.norm.state_dict())
-    m = MGVT(bb, 16, 2)
-    assert len(m.backbone.model.blocks) == 1 and m.depth == 2
-    for blk in (m.global_block, m.local_block):
+    neck = MGVTNeck(bb, MGVTOptions(groups=2))
+    assert len(bb.model.blocks) == 1 and neck.depth == 2 and isinstance(bb.model.norm, torch.nn.Identity)
+    m = torch.nn.Module()
+    m.neck = neck
+    for blk in (m.neck.global_block, m.neck.local_block):
         for k, v in blk.state_dict().items():
             assert torch.equal(v, last[k]), k
-    for nrm in (m.global_norm, m.local_norm):
+    for nrm in (m.neck.global_norm, m.neck.local_norm):
         for k, v in nrm.state_dict().items():
             assert torch.equal(v, norm[k]), k
-    assert m.global_block.attn.qkv.weight.data_ptr() != m.local_block.attn.qkv.weight.data_ptr()  # separate copies
+    assert m.neck.global_block.attn.qkv.weight.data_ptr() != m.neck.local_block.attn.qkv.weight.data_ptr()  # separate copies
 
 
 def test_parameter_groups_backbone_has_trunk_and_branches():
     m = _mgvt(16)
     bb = {id(p) for p in m.backbone_parameters()}
     new = {id(p) for p in m.new_parameters()}
-    assert new == {id(p) for p in m.head.parameters()}
-    for mod in (m.backbone, m.global_block, m.global_norm, m.local_block, m.local_norm):
+    assert new == {id(p) for p in m.hash_layers.parameters()}
+    for mod in (m.backbone, m.neck.global_block, m.neck.global_norm, m.neck.local_block, m.neck.local_norm):
         assert {id(p) for p in mod.parameters()} <= bb
     assert bb | new == {id(p) for p in m.parameters()} and not bb & new
 
@@ -124,17 +126,17 @@ def _vit_state_dict(seed=1):
 def test_state_dict_loading_fills_both_branches():
     sd = _vit_state_dict()
     m = _mgvt(16)
-    m.load_vit_state_dict(sd)
-    for blk in (m.global_block, m.local_block):
+    load_vit_state_dict(m, sd)
+    for blk in (m.neck.global_block, m.neck.local_block):
         for k, v in blk.state_dict().items():
             assert torch.equal(v, sd[f"blocks.1.{k}"]), k
-    for nrm in (m.global_norm, m.local_norm):
+    for nrm in (m.neck.global_norm, m.neck.local_norm):
         for k, v in nrm.state_dict().items():
             assert torch.equal(v, sd[f"norm.{k}"]), k
     assert torch.equal(m.backbone.model.blocks[0].mlp.fc1.weight, sd["blocks.0.mlp.fc1.weight"])
     assert torch.equal(m.backbone.model.pos_embed, sd["pos_embed"])
     with pytest.raises(ConfigError, match="does not match MGVT"):
-        m.load_vit_state_dict({k: v for k, v in sd.items() if k != "blocks.1.attn.qkv.weight"})
+        load_vit_state_dict(m, {k: v for k, v in sd.items() if k != "blocks.1.attn.qkv.weight"})
 
 
 def test_weights_file_fills_both_branches(tmp_path):
@@ -143,9 +145,9 @@ def test_weights_file_fills_both_branches(tmp_path):
     torch.save(sd, path)
     m = build_model("vit32_test", bits=16, head="mgvt", weights=str(path))
     assert m.backbone.pretrained
-    for blk in (m.global_block, m.local_block):
+    for blk in (m.neck.global_block, m.neck.local_block):
         assert torch.equal(blk.mlp.fc2.weight, sd["blocks.1.mlp.fc2.weight"])
-    assert torch.equal(m.local_norm.weight, sd["norm.weight"])
+    assert torch.equal(m.neck.local_norm.weight, sd["norm.weight"])
 
 
 def test_gradients_reach_every_branch():
@@ -156,13 +158,13 @@ def test_gradients_reach_every_branch():
     named = {
         "patch_embed": m.backbone.model.patch_embed.proj.weight,
         "trunk": m.backbone.model.blocks[0].attn.qkv.weight,
-        "global_block": m.global_block.mlp.fc2.weight,
-        "global_norm": m.global_norm.weight,
-        "local_block": m.local_block.mlp.fc2.weight,
-        "local_norm": m.local_norm.weight,
-        "global_fc": m.head.global_fc.weight,
-        "local_fc0": m.head.local_fc[0].weight,
-        "local_fc1": m.head.local_fc[1].weight,
+        "global_block": m.neck.global_block.mlp.fc2.weight,
+        "global_norm": m.neck.global_norm.weight,
+        "local_block": m.neck.local_block.mlp.fc2.weight,
+        "local_norm": m.neck.local_norm.weight,
+        "global_fc": m.hash_layers[0].fc.weight,
+        "local_fc0": m.hash_layers[1].fc.weight,
+        "local_fc1": m.hash_layers[2].fc.weight,
     }
     for name, p in named.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -178,7 +180,7 @@ def test_timm_vit_names_construct_at_small_input(name, depth):
     # a timm ViT by name at a reduced input size (64 px -> 16 or 4 patches); ViT-L/32 is never built in tests
     torch.manual_seed(0)
     m = build_model(name, bits=16, head="mgvt", img_size=64)
-    assert m.depth == depth and len(m.backbone.model.blocks) == depth - 1
+    assert m.neck.depth == depth and len(m.backbone.model.blocks) == depth - 1
     out = m.eval()(torch.rand(1, 3, 64, 64))
     assert [h.shape[1] for h in out.heads] == [8, 4, 4]
 

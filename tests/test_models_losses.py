@@ -28,12 +28,12 @@ def test_vit_head_is_on_cls_token():
     x = torch.rand(2, 3, 32, 32)
     tokens = m.backbone(m.normalize(x))
     assert tokens.shape == (2, 17, 32)  # 16 patches + CLS
-    assert torch.allclose(m(x).u, m.head.fc(tokens[:, 0]), atol=1e-6)
+    assert torch.allclose(m(x).u, m.hash_layers[0].fc(tokens[:, 0]), atol=1e-6)
 
 
 def test_new_parameters_are_head_only():
     m = build_model("vit32_test", bits=8)
-    assert {id(p) for p in m.new_parameters()} == {id(p) for p in m.head.parameters()}
+    assert {id(p) for p in m.new_parameters()} == {id(p) for p in m.hash_layers.parameters()}
 
 
 @pytest.mark.parametrize("bad, match", [

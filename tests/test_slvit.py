@@ -11,7 +11,9 @@ from hashlib_vit.losses import LOSSES, build_loss
 from hashlib_vit.losses.orthohash import (OrthoHashLoss, binarize_ste, make_codebook, maxhd_codebook,
                                           quantization_error, resolve_scale)
 from hashlib_vit.models import MODELS, HashOutput, build_model
-from hashlib_vit.models.hcl import HashCodingLayer
+from hashlib_vit.models.hash_layers import BNLinearHash
+from hashlib_vit.models.hcl import HCLNeck
+from hashlib_vit.models.necks import ClsNeck
 
 
 def onehot(idx, c):
@@ -231,10 +233,11 @@ def test_loss_reports_its_parts():
 def test_hcl_with_attention_shapes_and_pooling():
     torch.manual_seed(0)
     m = build_model("vit32_test", bits=16, head="hcl")
-    head = m.head
-    assert isinstance(head, HashCodingLayer) and head.block is not None and head.pooling == "cls_mean"
-    assert head.block.attn.num_heads == 2  # the backbone's number of heads
-    assert head.block.mlp.fc1.out_features == 4 * 32  # MLP ratio 4
+    neck, head = m.neck, m.hash_layers[0]
+    assert isinstance(neck, HCLNeck) and neck.block is not None and neck.pooling == "cls_mean"
+    assert isinstance(head, BNLinearHash) and len(m.hash_layers) == 1
+    assert neck.block.attn.num_heads == 2  # the backbone's number of heads
+    assert neck.block.mlp.fc1.out_features == 4 * 32  # MLP ratio 4
     assert head.proj.bias is None and head.proj.weight.shape == (16, 64)  # [CLS; mean] = 2 x width 32
     assert 0.007 < head.proj.weight.std().item() < 0.013  # N(0, 0.01^2)
     assert head.bn.affine
@@ -242,7 +245,7 @@ def test_hcl_with_attention_shapes_and_pooling():
     out = m(x)
     assert out.u.shape == (4, 16) and out.features.shape == (4, 64)
     # the pooled feature is [CLS ; mean of the patch tokens] of the extra block's output
-    tokens = head.block(m.backbone(m.normalize(x)))
+    tokens = neck.block(m.backbone(m.normalize(x)))
     assert torch.allclose(out.features, torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], 1), atol=1e-5)
     assert torch.allclose(out.u, head.bn(head.proj(out.features)), atol=1e-5)
     m.eval()
@@ -253,22 +256,23 @@ def test_hcl_with_attention_shapes_and_pooling():
 def test_hcl_without_attention_is_cls_linear_bn():
     torch.manual_seed(0)
     m = build_model("vit32_test", bits=8, head="hcl", hcl_attention=False)
-    assert m.head.block is None and m.head.pooling == "cls" and m.head.proj.weight.shape == (8, 32)
+    # no extra block and CLS pooling: the cls neck + the bn_linear hash layer
+    assert isinstance(m.neck, ClsNeck) and m.hash_layers[0].proj.weight.shape == (8, 32)
     x = torch.rand(3, 3, 32, 32)
     tokens = m.backbone(m.normalize(x))
-    assert torch.allclose(m(x).u, m.head.bn(m.head.proj(tokens[:, 0])), atol=1e-6)
+    assert torch.allclose(m(x).u, m.hash_layers[0].bn(m.hash_layers[0].proj(tokens[:, 0])), atol=1e-6)
     # pooling can be chosen independently of the extra block
     m2 = build_model("vit32_test", bits=8, head="hcl", hcl_attention=True, pooling="cls")
-    assert m2.head.block is not None and m2.head.proj.weight.shape == (8, 32)
+    assert m2.neck.block is not None and m2.hash_layers[0].proj.weight.shape == (8, 32)
     m3 = build_model("vit32_test", bits=8, head="hcl", hcl_attention=False, pooling="cls_mean")
-    assert m3.head.block is None and m3.head.proj.weight.shape == (8, 64)
+    assert m3.neck.block is None and m3.hash_layers[0].proj.weight.shape == (8, 64)
 
 
 def test_hcl_modules_are_new_parameters():
     m = build_model("vit32_test", bits=8, head="hcl")
     new = {id(p) for p in m.new_parameters()}
-    assert new == {id(p) for p in m.head.parameters()}
-    for module in (m.head.block, m.head.proj, m.head.bn):
+    assert new == {id(p) for p in m.neck.parameters()} | {id(p) for p in m.hash_layers.parameters()}
+    for module in (m.neck.block, m.hash_layers[0].proj, m.hash_layers[0].bn):
         assert {id(p) for p in module.parameters()} <= new
     assert not new & {id(p) for p in m.backbone_parameters()}
 

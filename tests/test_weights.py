@@ -185,7 +185,7 @@ def test_mgvt_branches_start_from_the_loaded_last_block(files):
                                            for n in ("query", "key", "value")]))
     fc1 = torch.from_numpy(w[last + "MlpBlock_3/Dense_0/kernel"].T.copy())
     norm = torch.from_numpy(w["Transformer/encoder_norm/scale"])
-    for blk, nrm in ((model.global_block, model.global_norm), (model.local_block, model.local_norm)):
+    for blk, nrm in ((model.neck.global_block, model.neck.global_norm), (model.neck.local_block, model.neck.local_norm)):
         assert torch.allclose(blk.attn.qkv.weight, qkv) and torch.allclose(blk.mlp.fc1.weight, fc1)
         assert torch.allclose(nrm.weight, norm)
     assert len(model.backbone.model.blocks) == 1  # the trunk: block 0 of the file

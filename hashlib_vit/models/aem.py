@@ -15,13 +15,16 @@ With ``gamma = 0`` (and the zero point-wise conv) AE-ViT computes exactly the pl
 so every pretrained weight is reused unchanged. Any subset of the three branches can be switched
 off (ablations): a disabled branch is the identity.
 
-:func:`attach_aem` puts AEM into a timm ``VisionTransformer`` by replacing its ``patch_embed`` with
-an :class:`AEPatchEmbed` that shares the original ``proj`` / ``norm`` modules, so the state-dict keys
-of the plain ViT are unchanged (a plain checkpoint loads; only ``patch_embed.aem.*`` is new).
+:class:`AEPatchEmbed` puts AEM into a timm ``VisionTransformer`` through timm's own extension point,
+the ``embed_layer`` argument (``create_backbone(..., aem=AEMOptions(aem="all"))`` passes it): a
+``PatchEmbed`` subclass that reuses the parent's forward for the patch map, so the state-dict keys of the
+plain ViT are unchanged (a plain checkpoint loads; only ``patch_embed.aem.*`` is new).
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -61,6 +64,15 @@ def parse_aem(aem: str | Sequence[str] | bool | None) -> tuple[str, ...]:
     return tuple(b for b in AEM_BRANCHES if b in names)  # canonical order, duplicates removed
 
 
+class _KeepInit(nn.Conv2d):
+    """A convolution of AEM that keeps its own initialisation: timm's ViT ``init_weights`` calls
+    ``init_weights()`` on modules that have one instead of ``reset_parameters()``, which would redraw the
+    weights from the global random stream (and undo the zero point-wise init)."""
+
+    def init_weights(self) -> None:
+        pass
+
+
 class AEM(nn.Module):
     """Attention-enhanced module on a ``(n, D, H, W)`` feature map; identity at initialisation.
 
@@ -87,16 +99,16 @@ class AEM(nn.Module):
         self.branches = branches
         self.reduction = reduction
         if "local" in branches:
-            self.dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False)
+            self.dw = _KeepInit(dim, dim, 3, padding=1, groups=dim, bias=False)
             self.bn = nn.BatchNorm2d(dim)
-            self.pw = nn.Conv2d(dim, dim, 1, bias=False)
+            self.pw = _KeepInit(dim, dim, 1, bias=False)
             nn.init.zeros_(self.pw.weight)  # X1 = X at initialisation
         if "channel" in branches:
             hidden = max(1, dim // reduction)
-            self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.ReLU(inplace=True),
-                                     nn.Conv2d(hidden, dim, 1, bias=False))
+            self.mlp = nn.Sequential(_KeepInit(dim, hidden, 1, bias=False), nn.ReLU(inplace=True),
+                                     _KeepInit(hidden, dim, 1, bias=False))
         if "spatial" in branches:
-            self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
+            self.spatial = _KeepInit(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
         self.gamma = nn.Parameter(torch.zeros(dim))  # gated residual: X' = X at initialisation
         self.keep_maps = False
         self.last_channel: torch.Tensor | None = None
@@ -131,73 +143,77 @@ class AEM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+@dataclass(frozen=True)
+class AEMOptions:
+    """The backbone's patch-embedding modifier (``model_params`` keys ``aem``, ``aem_reduction``,
+    ``aem_spatial_kernel``). ``aem``: ``"off"`` (plain ViT), ``"all"`` or a comma list / list of
+    ``local, channel, spatial`` (see :func:`parse_aem`); ``aem_reduction``: the channel MLP's reduction r;
+    ``aem_spatial_kernel``: the odd kernel size of the spatial attention. ConfigError for bad values."""
+
+    aem: str | bool | list | tuple | None = "off"
+    aem_reduction: int = 16
+    aem_spatial_kernel: int = 7
+
+    def __post_init__(self):
+        parse_aem(self.aem)
+        if self.aem_reduction < 1:
+            raise ConfigError(f"aem_reduction={self.aem_reduction!r} must be an integer >= 1")
+        if self.aem_spatial_kernel < 1 or self.aem_spatial_kernel % 2 == 0:
+            raise ConfigError(f"aem_spatial_kernel={self.aem_spatial_kernel!r} must be an odd integer >= 1")
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """The enabled branches (``()``: no AEM)."""
+        return parse_aem(self.aem)
+
+    def embed_layer(self):
+        """The ``embed_layer`` to give timm's ``VisionTransformer`` (``None`` when AEM is off)."""
+        if not self.branches:
+            return None
+        return functools.partial(AEPatchEmbed, aem_options=self)
+
+
 def _patch_embed_cls():
     from timm.layers import PatchEmbed
 
     return PatchEmbed
 
 
-class AEPatchEmbed(nn.Module):
-    """timm ``PatchEmbed`` with AEM between the patch convolution and the flattening to tokens.
+class AEPatchEmbed(_patch_embed_cls()):
+    """timm ``PatchEmbed`` with AEM between the patch convolution and the tokens; timm's extension point:
+    ``VisionTransformer(embed_layer=functools.partial(AEPatchEmbed, aem_options=...))`` (or the same
+    keyword to ``timm.create_model``).
 
-    Built from an existing ``PatchEmbed``: it shares ``proj`` and ``norm`` (same parameter names,
-    so plain-ViT checkpoints load) and keeps its geometry attributes (``grid_size``, ``num_patches``,
-    ``patch_size``...), which timm's ``VisionTransformer`` reads.
+    The parent is built with ``output_fmt="NCHW"``, so its own ``forward`` returns the ``(n, D, H/P, W/P)``
+    map; AEM acts on it, and the result is put in the layout the ViT asked for (NLC tokens, or NHWC with
+    ``dynamic_img_size``). The parameter names of the plain ``PatchEmbed`` (``proj``, ``norm``) are
+    unchanged, so plain-ViT checkpoints load; only ``aem.*`` is new (``added_module``). AEM is drawn from a
+    forked random stream: the ViT's own initialisation is the same as without AEM at the same seed.
+    ConfigError for a patch-embedding norm (``embed_norm_layer``), which would see the NCHW map.
     """
 
-    def __init__(self, patch_embed: nn.Module, aem: AEM):
-        super().__init__()
-        if not isinstance(patch_embed, _patch_embed_cls()):
-            raise ConfigError(f"aem needs a timm PatchEmbed (a standard ViT); got {type(patch_embed).__name__}")
-        self.proj = patch_embed.proj
-        self.norm = patch_embed.norm
-        for name in ("patch_size", "img_size", "grid_size", "num_patches", "flatten", "output_fmt",
-                     "strict_img_size", "dynamic_img_pad"):
-            setattr(self, name, getattr(patch_embed, name))
-        self.aem = aem
+    def __init__(self, *args, aem_options: AEMOptions, output_fmt: str | None = None, flatten: bool = True,
+                 norm_layer=None, **kwargs):
+        if norm_layer is not None:
+            raise ConfigError("aem needs a ViT without a patch-embedding norm (embed_norm_layer); use aem='off'")
+        super().__init__(*args, output_fmt="NCHW", **kwargs)
+        from timm.layers.format import Format
 
-    def feat_ratio(self, as_scalar=True):
-        return max(self.patch_size) if as_scalar else self.patch_size
-
-    def dynamic_feat_size(self, img_size):
-        return _patch_embed_cls().dynamic_feat_size(self, img_size)
+        self.token_fmt = Format(output_fmt) if output_fmt is not None else None
+        self.flatten_tokens = output_fmt is None and flatten
+        device, dtype = self.proj.weight.device, self.proj.weight.dtype
+        with torch.random.fork_rng(devices=[]):
+            aem = AEM(self.proj.out_channels, aem_options.branches, reduction=aem_options.aem_reduction,
+                      spatial_kernel=aem_options.aem_spatial_kernel)
+        self.aem = aem.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from timm.layers.format import Format, nchw_to
+        from timm.layers.format import nchw_to
 
-        _, _, h, w = x.shape
-        if self.img_size is not None and self.strict_img_size and (h, w) != tuple(self.img_size):
-            raise ValueError(f"input size {(h, w)} does not match the model's {tuple(self.img_size)}")
-        if self.dynamic_img_pad:
-            ph, pw = self.patch_size
-            x = F.pad(x, (0, (pw - w % pw) % pw, 0, (ph - h % ph) % ph))
-        x = self.aem(self.proj(x))  # (n, D, H/P, W/P): the feature map AEM acts on
-        if self.flatten:
-            x = x.flatten(2).transpose(1, 2)  # NCHW -> NLC tokens
-        elif self.output_fmt != Format.NCHW:
-            x = nchw_to(x, self.output_fmt)
-        return self.norm(x)
-
-
-def attach_aem(vit: nn.Module, aem: str | Sequence[str] | bool = "all", reduction: int = 16,
-               spatial_kernel: int = 7) -> AEM | None:
-    """Insert AEM into a timm VisionTransformer in place; returns the AEM (``None`` when ``aem`` is off)."""
-    branches = parse_aem(aem)
-    if not branches:
-        return None
-    pe = getattr(vit, "patch_embed", None)
-    if pe is None or not hasattr(vit, "blocks"):
-        raise ConfigError(f"aem={aem!r} needs a ViT backbone with a patch embedding; got {type(vit).__name__}")
-    if isinstance(pe, AEPatchEmbed):
-        raise ConfigError("this ViT already has an AEM")
-    # AEM's random init draws from a forked RNG: the global random stream (and so the init of the head
-    # and loss modules built next) is the same as for the plain ViT, so with one seed AE-ViT and ViT
-    # start from exactly the same function.
-    with torch.random.fork_rng(devices=[]):
-        module = AEM(pe.proj.out_channels, branches, reduction=reduction, spatial_kernel=spatial_kernel)
-    module.to(device=pe.proj.weight.device, dtype=pe.proj.weight.dtype)
-    vit.patch_embed = AEPatchEmbed(pe, module)
-    return module
+        x = self.aem(super().forward(x))  # (n, D, H/P, W/P): the feature map AEM acts on
+        if self.flatten_tokens:
+            return x.flatten(2).transpose(1, 2)  # NCHW -> NLC tokens
+        return x if self.token_fmt is None else nchw_to(x, self.token_fmt)
 
 
 def find_aem(model: nn.Module) -> AEM | None:
@@ -236,5 +252,5 @@ def aem_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor |
         model.train(was_training)
 
 
-__all__ = ["AEM", "AEPatchEmbed", "AEM_BRANCHES", "attach_aem", "parse_aem", "find_aem", "record_aem_maps",
+__all__ = ["AEM", "AEMOptions", "AEPatchEmbed", "AEM_BRANCHES", "parse_aem", "find_aem", "record_aem_maps",
            "aem_maps"]

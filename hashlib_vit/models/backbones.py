@@ -140,7 +140,13 @@ def meta_network(name: str, img_size: int | None = None) -> nn.Module:
         return timm.create_model(name, pretrained=False, **_timm_kwargs(name, img_size))
 
 
-def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0) -> Backbone:
+def is_vit_name(name: str) -> bool:
+    """Whether backbone ``name`` (already checked) builds a ViT (a preset or a timm ViT-family name)."""
+    return name in VIT_PRESETS or (name not in CNN_NAMES and name.startswith(VIT_FAMILIES))
+
+
+def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0,
+                    aem=None) -> Backbone:
     """Build a backbone by name (a preset, a CNN name, or any timm model name with or without tag) and
     load its weights with :func:`hashlib_vit.models.weights.load_weights`.
 
@@ -148,8 +154,11 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
     size gets its position embedding resampled. ``weights``: None, ``"hub"`` or a local file (any format
     of :mod:`hashlib_vit.models.weights`). The returned Backbone's ``mean``/``std`` and ``weights_info``
     come from the weights (see ``load_weights``); presets without weights use 0.5/0.5, timm models
-    without weights the tag's ``pretrained_cfg``. Raises :class:`ConfigError` for an unknown name, a
-    missing or unusable weights file, hub weights for a preset, or unreachable hub weights.
+    without weights the tag's ``pretrained_cfg``. ``aem``: an :class:`~hashlib_vit.models.aem.AEMOptions`
+    (or None): AE-ViT's module goes into the ViT's patch embedding through timm's ``embed_layer``
+    argument, before the weights are loaded (its keys are the only ones a plain checkpoint lacks). Raises
+    :class:`ConfigError` for an unknown name, a missing or unusable weights file, hub weights for a preset,
+    unreachable hub weights, or AEM on a CNN / a timm model without ``embed_layer``.
     """
     import timm
 
@@ -157,12 +166,16 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
 
     name = check_backbone_name(name)
     weights = _check_weights(weights)
+    embed = aem.embed_layer() if aem is not None else None
+    if embed is not None and not is_vit_name(name):
+        raise ConfigError(f"aem={aem.aem!r} needs a ViT backbone; backbone={name!r} is a CNN (use aem='off')")
+    extra = {"embed_layer": embed} if embed is not None else {}
     if name in VIT_PRESETS:
         p = VIT_PRESETS[name]
         size = img_size or p.img_size
         if weights == "hub":
             raise ConfigError(f"backbone {name!r} is a local preset with no hub weights; use a file or None")
-        model = preset_network(name, size, drop_path_rate=drop_path_rate)
+        model = preset_network(name, size, drop_path_rate=drop_path_rate, **extra)
         model.pretrained_cfg = {}  # a preset has no timm pretrained_cfg: 0.5/0.5 unless the weights say otherwise
         info = load_weights(model, weights, name=name, default_mean=(0.5, 0.5, 0.5), default_std=(0.5, 0.5, 0.5))
         return Backbone(model, name=name, kind="vit", feature_dim=p.embed_dim, img_size=size,
@@ -171,7 +184,14 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
     if name == "alexnet":
         return _alexnet(weights, img_size or 224)
     is_vit = name.startswith(VIT_FAMILIES)
-    model = timm.create_model(name, pretrained=False, **_timm_kwargs(name, img_size), drop_path_rate=drop_path_rate)
+    try:
+        model = timm.create_model(name, pretrained=False, **_timm_kwargs(name, img_size), drop_path_rate=drop_path_rate,
+                                  **extra)
+    except TypeError as err:
+        if not extra:
+            raise
+        raise ConfigError(f"aem={aem.aem!r}: timm model {name!r} does not take an embed_layer ({err}); AEM needs a "
+                          "timm VisionTransformer (use aem='off')") from err
     cfg = timm.data.resolve_data_config({}, model=model)
     info = load_weights(model, weights, name=name, default_mean=cfg["mean"], default_std=cfg["std"])
     size = img_size or int(cfg["input_size"][-1])

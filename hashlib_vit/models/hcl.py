@@ -12,75 +12,95 @@ feature extraction"; its design is not published. The layer built here is the in
 3. projection ``v = BN(W g)``: a bias-free linear layer (weights ~ N(0, 0.01²), as in OrthoHash) and
    ``BatchNorm1d(K)`` with affine parameters (bit balance).
 
-The retrieval code is ``sign(v)``. The extra block, the projection and the BN are *new* modules (they
-get the new-module learning rate); the backbone keeps its own. With a CNN backbone (pooled features)
-only ``hcl_attention=False, pooling="cls"`` is possible: that is OrthoHash's own head (linear + BN).
+The retrieval code is ``sign(v)``. In the model's composition steps 1-2 are the ``hcl`` neck
+(:class:`HCLNeck`) and step 3 the ``bn_linear`` hash layer
+(:class:`~hashlib_vit.models.hash_layers.BNLinearHash`); ``head="hcl"`` names the pair. The extra block,
+the projection and the BN are *new* modules (they get the new-module learning rate); the backbone keeps
+its own. ``hcl_attention=False, pooling="cls"`` is the ``cls`` neck + ``bn_linear`` (OrthoHash's own
+head), the only form possible on a CNN backbone (pooled features).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, bad_choice
 from .backbones import Backbone
-from .hashmodel import HashModel, HashOutput
+from .necks import NECKS, Neck, NeckOptions
 
 POOLINGS = ("auto", "cls_mean", "cls")
 
 
-class HashCodingLayer(nn.Module):
-    """Optional extra attention block -> pooling -> bias-free linear -> BatchNorm1d(K)."""
+@dataclass(frozen=True)
+class HCLOptions(NeckOptions):
+    """``hcl_attention``: the extra block on/off; ``pooling``: ``auto`` / ``cls_mean`` / ``cls`` (``auto``:
+    CLS + mean with the block, CLS without); ``num_heads`` (default: the backbone's last block's) and
+    ``mlp_ratio`` of the extra block. ConfigError for an unknown pooling."""
 
-    def __init__(self, backbone: Backbone, bits: int, *, hcl_attention: bool = True, pooling: str = "auto",
-                 num_heads: int | None = None, mlp_ratio: float = 4.0, init_std: float = 0.01):
-        super().__init__()
-        if pooling not in POOLINGS:
-            raise bad_choice("pooling", pooling, POOLINGS)
-        if not isinstance(hcl_attention, bool):
-            raise ConfigError(f"hcl_attention={hcl_attention!r} must be true or false")
-        if pooling == "auto":
-            pooling = "cls_mean" if hcl_attention else "cls"
-        if not backbone.is_vit and (hcl_attention or pooling != "cls"):
+    hcl_attention: bool = True
+    pooling: str = "auto"
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise bad_choice("pooling", self.pooling, POOLINGS)
+        if self.num_heads is not None and self.num_heads < 1:
+            raise ConfigError(f"num_heads={self.num_heads!r} must be an integer >= 1")
+
+    @property
+    def resolved_pooling(self) -> str:
+        if self.pooling == "auto":
+            return "cls_mean" if self.hcl_attention else "cls"
+        return self.pooling
+
+    def is_plain_cls(self) -> bool:
+        """No extra block and CLS pooling: the ``cls`` neck (the model is built with that one)."""
+        return not self.hcl_attention and self.resolved_pooling == "cls"
+
+    def needs_tokens(self) -> bool:
+        return not self.is_plain_cls()
+
+
+@NECKS.register("hcl")
+class HCLNeck(Neck):
+    """Optional extra attention block over all tokens -> pooling ``g`` ``(n, D)`` or ``(n, 2D)`` (METHODS §3.3)."""
+
+    Options = HCLOptions
+
+    def __init__(self, backbone: Backbone, options: HCLOptions = HCLOptions()):
+        if not backbone.is_vit and options.needs_tokens():
             raise ConfigError(f"head='hcl' on the CNN backbone {backbone.name!r} (pooled features, no tokens) needs "
-                              f"hcl_attention=False and pooling='cls'; got hcl_attention={hcl_attention}, "
-                              f"pooling={pooling!r}")
-        self.hcl_attention = hcl_attention
-        self.pooling = pooling
+                              f"hcl_attention=False and pooling='cls'; got hcl_attention={options.hcl_attention}, "
+                              f"pooling={options.resolved_pooling!r}")
+        super().__init__(backbone, options)
+        self.hcl_attention = options.hcl_attention
+        self.pooling = options.resolved_pooling
         self.num_prefix_tokens = max(int(backbone.num_prefix_tokens), 1) if backbone.is_vit else 0
         dim = backbone.feature_dim
         self.block: nn.Module | None = None
-        if hcl_attention:
+        if self.hcl_attention:
             from timm.models.vision_transformer import Block, init_weights_vit_timm
 
-            if num_heads is None:
-                num_heads = _backbone_heads(backbone)
+            num_heads = options.num_heads or _backbone_heads(backbone)
             if dim % num_heads:
                 raise ConfigError(f"num_heads={num_heads} must divide the token width {dim}")
-            self.block = Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+            self.block = Block(dim, num_heads, mlp_ratio=options.mlp_ratio, qkv_bias=True)
             for name, module in self.block.named_modules():
                 init_weights_vit_timm(module, name)  # trunc-normal(0.02) linear weights, zero biases
-        in_dim = 2 * dim if pooling == "cls_mean" else dim
-        self.proj = nn.Linear(in_dim, bits, bias=False)
-        nn.init.normal_(self.proj.weight, mean=0.0, std=init_std)
-        self.bn = nn.BatchNorm1d(bits)
-        self.out_dim = in_dim
+        self.out_dims = (2 * dim if self.pooling == "cls_mean" else dim,)
 
-    def pool(self, feats: torch.Tensor) -> torch.Tensor:
-        """Backbone output -> the pooled feature ``g`` (after the extra block when it is on)."""
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if feats.ndim == 2:  # CNN: already pooled
-            return feats
+            return (feats,)
         if self.block is not None:
             feats = self.block(feats)
         cls = feats[:, 0]
         if self.pooling == "cls":
-            return cls
-        return torch.cat([cls, feats[:, self.num_prefix_tokens:].mean(1)], dim=1)
-
-    def project(self, g: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.proj(g))
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.project(self.pool(feats))
+            return (cls,)
+        return (torch.cat([cls, feats[:, self.num_prefix_tokens:].mean(1)], dim=1),)
 
 
 def _backbone_heads(backbone: Backbone) -> int:
@@ -92,20 +112,4 @@ def _backbone_heads(backbone: Backbone) -> int:
                           "pass model_params={'num_heads': N}") from None
 
 
-class HCLHashModel(HashModel):
-    """``HashModel`` whose ``features`` are the pooled HCL input ``g`` (for analysis)."""
-
-    def output_from_features(self, feats: torch.Tensor) -> HashOutput:
-        g = self.head.pool(feats)
-        return HashOutput(u=self.head.project(g), features=g)
-
-
-def build_hcl(backbone: Backbone, bits: int, hcl_attention: bool = True, pooling: str = "auto",
-              num_heads: int | None = None, mlp_ratio: float = 4.0, init_std: float = 0.01) -> HCLHashModel:
-    """Registry builder for ``head="hcl"`` (``model_params``: hcl_attention, pooling, num_heads, mlp_ratio, init_std)."""
-    head = HashCodingLayer(backbone, bits, hcl_attention=hcl_attention, pooling=pooling, num_heads=num_heads,
-                           mlp_ratio=mlp_ratio, init_std=init_std)
-    return HCLHashModel(backbone, head, bits)
-
-
-__all__ = ["HashCodingLayer", "HCLHashModel", "build_hcl", "POOLINGS"]
+__all__ = ["HCLNeck", "HCLOptions", "POOLINGS"]

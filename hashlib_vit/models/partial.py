@@ -9,7 +9,7 @@ blocks[0..L-1] -> norm``. This module splits that computation after block ``N``:
 * :func:`finish_tokens` ``(backbone, z, start)``: tokens after block ``start`` -> the remaining
   blocks and the final norm (``forward_features``' output).
 
-``HashModel.frozen_prefix`` / ``HashModel.forward_from_tokens`` (and their MGVT / HCL variants) are built
+``HashModel.frozen_prefix`` / ``HashModel.forward_from_tokens`` (every neck, MGVT and HCL included) are built
 on these two, so ``model.forward_from_tokens(model.frozen_prefix(x, n), n) == model(x)`` for every ``n``
 (test: ``tests/test_feature_cache.py``). For MGVT the backbone's ``blocks`` are the trunk (the first
 ``L-1`` blocks; the last block lives on as the global and local branch copies), so ``n <= L-1`` there.
@@ -87,7 +87,7 @@ def finish_tokens(backbone, z: torch.Tensor, start: int) -> torch.Tensor:
 
 def max_freeze_blocks(model) -> int:
     """The largest N that ``freeze_prefix`` accepts: the backbone's block count (ViT depth L for the plain
-    and hcl heads; L-1 for MGVT, whose last block is the branches)."""
+    and hcl heads; L-1 for MGVT, whose last block is the branches: its neck took it out of the backbone)."""
     return len(vit_of(model.backbone).blocks)
 
 
@@ -160,7 +160,7 @@ def frozen_parameters(model, n: int | None = None) -> Iterator[tuple[str, nn.Par
 
 
 def freeze_prefix(model, n) -> int:
-    """Freeze the embeddings and the first ``n`` blocks of ``model`` (a HashModel / MGVT / HCLHashModel) in place.
+    """Freeze the embeddings and the first ``n`` blocks of ``model`` (a HashModel, any neck) in place.
 
     ``n``: int in ``0..max_freeze_blocks(model)``, or ``"all"`` / ``-1`` (the maximum). Frozen
     parameters get ``requires_grad=False`` and their modules stay in eval mode under ``model.train()``.
@@ -171,7 +171,7 @@ def freeze_prefix(model, n) -> int:
     head = type(model).__name__
     n = resolve_freeze_blocks(n, limit, f"the {limit} blocks of backbone {model.backbone.name!r} "
                                         f"available to {head}" + (" (depth - 1: its last block is the branches)"
-                                                                   if hasattr(model, "global_block") else ""))
+                                                                   if _is_mgvt(model) else ""))
     if n == 0:
         return 0
     for _, p in frozen_parameters(model, n):
@@ -179,6 +179,12 @@ def freeze_prefix(model, n) -> int:
     model.frozen_blocks = n
     model.train(model.training)  # apply the eval mode of the frozen modules now
     return n
+
+
+def _is_mgvt(model) -> bool:
+    from .mgvt import MGVTNeck
+
+    return isinstance(getattr(model, "neck", None), MGVTNeck)
 
 
 def apply_frozen_modes(model, mode: bool) -> None:

@@ -1,9 +1,10 @@
 """Pretrained weights from every source users hold, for every backbone (DESIGN.md "Offline first").
 
 One entry point, :func:`load_weights`, called by :func:`hashlib_vit.models.backbones.create_backbone`
-right after the bare network is built and **before** any head or module is added (MGVT copies the
-last block after this, AE-ViT's AEM is attached after this), so every model family gets the same
-weights the same way. Sources (``weights=``):
+right after the bare network is built and **before** any neck or hash layer is added (MGVT copies the
+last block after this), so every model family gets the same weights the same way. Modules built into
+the network that no checkpoint has (AE-ViT's AEM, marked ``added_module = True``) keep their own
+initialisation: their keys are the only ones allowed to be missing from a file. Sources (``weights=``):
 
 * ``None`` — random initialisation (``source="none"``);
 * ``"hub"`` — the timm pretrained tag of the backbone name (``vit_tiny_patch16_224.augreg_in21k``,
@@ -350,9 +351,24 @@ def _model_description(model: nn.Module) -> dict:
     return d
 
 
+def added_state_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the modules marked ``added_module = True`` (e.g. AEM): not in any checkpoint."""
+    return {f"{name}.{k}" for name, m in model.named_modules() if getattr(m, "added_module", False)
+            for k in m.state_dict()}
+
+
+def _load_strict(model: nn.Module, sd: dict) -> None:
+    """``load_state_dict`` that requires every key except those of added modules (checked before)."""
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected or set(missing) - added_state_keys(model):
+        raise ConfigError(f"state dict does not match the backbone: missing {sorted(missing)[:5]}, "
+                          f"unexpected {sorted(unexpected)[:5]}")
+
+
 def _mismatch_error(path, fmt: str, name: str, model: nn.Module, sd: dict) -> ConfigError | None:
     target = model.state_dict()
-    missing = [k for k in target if k not in sd]
+    added = added_state_keys(model)
+    missing = [k for k in target if k not in sd and k not in added]
     unexpected = [k for k in sd if k not in target]
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs backbone {tuple(target[k].shape)}"
               for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
@@ -452,7 +468,7 @@ def load_vit_state(model: nn.Module, sd: dict, *, path, fmt: str, name: str) -> 
     err = _mismatch_error(path, fmt, name, model, sd)
     if err is not None:
         raise err
-    model.load_state_dict(sd, strict=True)
+    _load_strict(model, sd)
     return resampled
 
 
@@ -520,7 +536,7 @@ def load_generic_state(model: nn.Module, sd: dict, *, path, fmt: str, name: str)
     err = _mismatch_error(path, fmt, name, model, sd)
     if err is not None:
         raise err
-    model.load_state_dict(sd, strict=True)
+    _load_strict(model, sd)
 
 
 # ----------------------------------------------------------------------------- normalisation
