@@ -41,3 +41,40 @@ def test_retrieval_grid_ranks_with_the_engine_ties_by_index():
     titles = [(a.get_title(), a.title.get_color()) for a in fig.axes[1:5]]
     # distances 2, 0, 1, 0, 3: ranked 1, 3 (tie at 0, by index), 2, 0; item 1 has another label (red)
     assert titles == [("d=0", "red"), ("d=0", "green"), ("d=1", "green"), ("d=2", "green")]
+
+
+def write_run(path, method, losses, evals):
+    """A hand-made run directory: train_log.csv (4 steps per epoch), evals.json and metrics.json."""
+    from conftest import fake_curves
+
+    from hashlib_vit.results import RunDir
+
+    rd = RunDir(path).prepare()
+    n = len(losses)
+    pd.DataFrame({"step": range(1, n + 1), "epoch": [i // 4 for i in range(n)], "loss": losses,
+                  "loss_quant": [0.5] * n, "lr": [1e-3] * n}).to_csv(rd.file("train_log.csv"), index=False)
+    rd.write_json("evals.json", evals)
+    rd.write_metrics({"method": method, "backbone": "vit32_test", "protocol": "digits", "bits": 4, "topk": "all",
+                      "map": evals[-1]["map"], "epochs": 2, "seed": 0, "pretrained": False, "curves": fake_curves(4)})
+    return rd
+
+
+def test_training_curve_of_several_runs_with_their_evaluations(tmp_path):
+    a = write_run(tmp_path / "a", "csq", [4.0, 3, 2, 1, 1, 1, 1, 1], [{"epoch": 1, "step": 4, "map": 0.3},
+                                                                      {"epoch": 2, "step": 8, "map": 0.6}])
+    b = write_run(tmp_path / "b", "dpsh", [2.0] * 8, [{"epoch": 2, "step": 8, "map": 0.2}])
+    fig = figures.training_curve([a, str(b.path)], per_epoch=True)  # RunDir and a path, labelled by method
+    ax, ax2 = fig.axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["csq loss"].get_ydata()) == [2.5, 1.0] and list(lines["dpsh loss"].get_ydata()) == [2.0, 2.0]
+    maps = {ln.get_label(): list(ln.get_ydata()) for ln in ax2.get_lines()}
+    assert maps == {"csq mAP": [0.3, 0.6], "dpsh mAP": [0.2]}
+    assert lines["csq loss"].get_color() == ax2.get_lines()[0].get_color()  # one colour per run
+    # {label: run} on a given axes, per step, with a derived bound line
+    fig2 = figures.training_curve({"16 bits": a}, columns=["loss_quant"], bound={"cap": np.full(8, 0.7)},
+                                  title="t")
+    labels = [ln.get_label() for ln in fig2.axes[0].get_lines()]
+    assert labels == ["16 bits loss_quant (smoothed)", "_child1", "cap"]
+    assert list(fig2.axes[0].get_lines()[2].get_ydata()) == [0.7] * 8
+    with pytest.raises(ValueError, match=r"no column\(s\) \['loss_x'\]"):
+        figures.training_curve({"a": a}, columns=["loss_x"])

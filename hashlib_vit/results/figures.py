@@ -1,7 +1,9 @@
 """Every figure the package draws (matplotlib / seaborn); each function returns the Figure it drew.
 
-* data: :func:`class_samples_grid`; training: :func:`training_curve` (the one training-curve plot of the
-  notebooks), :func:`plot_training_curves` (every run of a results folder, mean ± std over seeds);
+* data: :func:`class_samples_grid`; training: :func:`training_curve` (THE training-curve plot: loss per
+  step or epoch and mAP per evaluation, of one run or several runs / variants; :func:`run_log` reads a
+  run for it), :func:`plot_training_curves` (the tables' summary figure of a whole results folder:
+  every setting's loss, mean ± std over seeds, one panel per protocol × bits);
 * retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
@@ -251,53 +253,88 @@ def _as_log(steps):
     return steps.copy() if isinstance(steps, pd.DataFrame) else pd.DataFrame(list(steps))
 
 
-def training_curve(steps, evals=None, *, columns=("loss",), per_epoch: bool = False, label: str | None = None,
-                   title: str = "training", ax=None, logy: bool = False):
-    """THE training-curve plot: loss per step (raw, faint, and smoothed) or its mean per epoch, and the
-    mAP of the periodic evaluations on a second axis.
+def run_log(run) -> tuple["pd.DataFrame", list[dict], str | None]:  # noqa: F821
+    """``(steps, evals, name)`` of one run for :func:`training_curve`.
 
-    ``steps``: the training log (``RunResult.history["steps"]``, a DataFrame, or a train_log.csv path)
-    with ``step`` (and ``epoch``) and the ``columns`` to draw (e.g. ``["loss", "loss_quant"]``);
-    ``evals``: ``history["evals"]`` (``step``, ``map``) or None; ``per_epoch``: mean per epoch on an
-    epoch axis (for comparing runs); ``label``: legend prefix (several runs on one ``ax``); ``logy``:
-    log-scale loss axis. Returns the figure."""
+    ``run``: a :class:`~.rundir.RunDir` or a run-directory path (its ``train_log()`` and ``curves()``), a
+    :class:`~hashlib_vit.experiment.RunResult` (its ``history``), a train_log.csv path, a DataFrame or a
+    list of per-step dicts (no evaluations). ``name``: the run's method when known, else None."""
+    from .rundir import RunDir
+
+    if isinstance(run, (str, os.PathLike)) and Path(run).is_dir():
+        run = RunDir(run)
+    if isinstance(run, RunDir):
+        name = run.metrics()["method"] if run.completed else run.path.name
+        return run.train_log(), run.curves().to_dict("records"), name
+    if hasattr(run, "history") and hasattr(run, "metrics"):  # a RunResult
+        return _as_log(run.history["steps"]), list(run.history.get("evals") or []), run.metrics.get("method")
+    return _as_log(run), [], None
+
+
+def training_curve(runs, evals=None, *, columns=("loss",), per_epoch: bool = False, label: str | None = None,
+                   title: str = "training", ax=None, logy: bool = False, bound: dict | None = None):
+    """THE training-curve plot: loss per step (raw, faint, and smoothed) or its mean per epoch, and the
+    mAP of the periodic evaluations on a second axis; for one run or several runs / variants on one axes.
+
+    ``runs``: one run as :func:`run_log` takes it (RunDir, run-directory path, RunResult, train_log.csv
+    path, DataFrame, list of per-step dicts), or several as ``{label: run}`` or a list of runs (labelled
+    by their method). The log needs ``step`` (and ``epoch`` for ``per_epoch``) and the ``columns`` to
+    draw (e.g. ``["loss", "loss_quant"]``). ``evals``: evaluations (``step``/``epoch``, ``map``) of a
+    single log given without them (``RunResult.history["evals"]``); runs given as RunDir or RunResult
+    bring their own. ``per_epoch``: mean per epoch on an epoch axis (for comparing runs); ``label``:
+    legend prefix of a single run; ``logy``: log-scale loss axis; ``bound``: ``{name: Series or array}``
+    extra dashed lines on the loss axis (same x as the log, e.g. a bound derived from its columns).
+    Raises ValueError naming a column the log lacks. Returns the figure."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    df = _as_log(steps)
-    missing = [c for c in columns if c not in df]
-    if missing:
-        raise ValueError(f"training log has no column(s) {missing}; it has {list(df.columns)}")
+    several = isinstance(runs, dict) or (isinstance(runs, (list, tuple)) and len(runs) > 0
+                                         and not isinstance(runs[0], dict))
+    items = list(runs.items()) if isinstance(runs, dict) else [(None, r) for r in runs] if several else [(label, runs)]
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3.2))
     else:
         fig = ax.figure
-    prefix = f"{label} " if label else ""
-    for i, col in enumerate(columns):
-        color = None if label else f"C{i}"  # several runs on one axes: matplotlib's colour cycle
-        name = col if len(columns) > 1 or label else "loss"
-        if per_epoch:
-            e = df.groupby("epoch")[col].mean()
-            ax.plot(e.index, e.values, color=color, label=f"{prefix}{name}".strip())
-        else:
-            (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(), color=color,
-                              label=f"{prefix}{name} (smoothed)".strip())
-            ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
-                    label=f"{prefix}{name} (per step)".strip() if not label else None)
+    ax2 = None
+    for k, (name, run) in enumerate(items):
+        df, run_evals, method = run_log(run)
+        run_evals = run_evals or (list(evals) if evals is not None and not several else [])
+        name = name if name is not None else (method if several else None)
+        missing = [c for c in columns if c not in df]
+        if missing:
+            raise ValueError(f"training log has no column(s) {missing}; it has {list(df.columns)}")
+        prefix = f"{name} " if name else ""
+        for i, col in enumerate(columns):
+            color = f"C{k}" if several else (None if name else f"C{i}")
+            text = col if len(columns) > 1 or name else "loss"
+            if per_epoch:
+                e = df.groupby("epoch")[col].mean()
+                (line,) = ax.plot(e.index, e.values, color=color, label=f"{prefix}{text}".strip())
+            else:
+                (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(),
+                                  color=color, label=f"{prefix}{text} (smoothed)".strip())
+                ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
+                        label=f"{prefix}{text} (per step)".strip() if not name else None)
+        for bname, values in (bound or {}).items():
+            v = pd.Series(np.asarray(values, dtype=float), index=df.index)
+            x, y = (df["epoch"].unique(), v.groupby(df["epoch"]).mean()) if per_epoch else (df["step"], v)
+            ax.plot(x, y, "k--", lw=1, label=bname)
+        if run_evals:
+            ev = pd.DataFrame(run_evals)
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(ev["epoch" if per_epoch else "step"], ev["map"], "o-",
+                     color=f"C{k}" if several else ("C1" if len(columns) == 1 else "k"),
+                     label=f"{prefix}mAP".strip() if several else "mAP")
     ax.set_xlabel("epoch" if per_epoch else "step")
     ax.set_ylabel("loss")
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    if evals:
-        ev = pd.DataFrame(evals)
-        ax2 = ax.twinx()
-        ax2.plot(ev["epoch" if per_epoch else "step"], ev["map"], "o-", color="C1" if len(columns) == 1 else "k",
-                 label="mAP")
+    if ax2 is not None:
         ax2.set_ylabel("mAP")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left" if evals else "best", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left" if ax2 is not None else "best", fontsize=8)
     fig.tight_layout()
     return fig
 
