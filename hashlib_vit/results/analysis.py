@@ -4,7 +4,10 @@
 * :func:`code_diagnostics` — the statistics a collapse shows first (outputs near 0, independent of the
   input, few distinct codes, constant bits); written to ``diagnostics.json`` by the loss-zoo runner;
 * :func:`collapsed_loss_profile` — each loss on an input-independent model (why pairwise losses can stall);
-* :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes.
+* :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes;
+* :func:`per_head_map` — mAP of each head's bits of a concatenated code (MGVT's streams);
+* :func:`codebook_distances` — distances between OrthoHash's fixed class codes;
+* :func:`init_output_spread` — how much a model's output depends on its input at initialisation.
 """
 from __future__ import annotations
 
@@ -57,15 +60,99 @@ def code_diagnostics(result, max_items: int = 2000) -> dict:
     * ``input_spread``: mean over bits of the std of u across inputs, divided by the mean |u|
       (near 0: the output hardly depends on the input);
     * ``distinct_db_codes``: number of different binary codes in the database;
-    * ``bit_balance``: mean over bits of |mean of the bit| in the database (0: balanced, 1: constant).
+    * ``bit_balance``: mean over bits of |mean of the bit| in the database (0: balanced, 1: constant);
+    * ``quant_error``: mean quantization error ``2 (1 - cos(u, sgn u))`` of the query outputs, in [0, 2)
+      (0 at a hypercube vertex; OrthoHash, Hoe et al. NeurIPS 2021, eq. 8; about 0.40 for Gaussian u).
     """
+    from ..losses.orthohash import quantization_error
+
     u = query_outputs(result, max_items)
     mean_abs = float(u.abs().mean())
     spread = float(u.std(0).mean()) / max(mean_abs, 1e-12)
     db = np.asarray(result.db_codes)
     return {"mean_abs_u": round(mean_abs, 6), "input_spread": round(spread, 4),
             "distinct_db_codes": int(len(np.unique(db, axis=0))),
-            "bit_balance": round(float(np.abs(db.astype(np.float64).mean(0)).mean()), 4)}
+            "bit_balance": round(float(np.abs(db.astype(np.float64).mean(0)).mean()), 4),
+            "quant_error": round(float(quantization_error(u).mean()), 6)}
+
+
+def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", topk=None):
+    """mAP of each slice of a concatenated code (e.g. MGVT's ``[h_g; h_l^1; ..; h_l^G]``, TransHash §3.2),
+    of all slices but the first (``rest``; None: no such row) and of the full code.
+
+    ``codes``: :class:`~.rundir.RunCodes` (or a 4-tuple query codes, database codes, query labels,
+    database labels); ``widths``: bits per head, summing to the code length; ``names``: one per head
+    (default ``global``, ``local 1``, ...); ``topk``: mAP cut-off (None: the whole database). Returns a
+    DataFrame indexed by ``bits used`` with ``n bits`` and ``mAP``. Raises ValueError when the widths do
+    not sum to the code length."""
+    import pandas as pd
+
+    from ..retrieval import map_at_k
+
+    qc, dc, ql, dl = codes
+    widths = [int(w) for w in widths]
+    if sum(widths) != qc.shape[1]:
+        raise ValueError(f"widths={widths} sum to {sum(widths)}; the codes have {qc.shape[1]} bits")
+    names = list(names) if names is not None else ["global"] + [f"local {g + 1}" for g in range(len(widths) - 1)]
+    edges = np.cumsum([0] + widths)
+    parts = [(n, a, b) for n, a, b in zip(names, edges[:-1], edges[1:])]
+    if rest and len(widths) > 1:
+        parts.append((rest, widths[0], edges[-1]))
+    if len(widths) > 1:
+        parts.append(("full code", 0, edges[-1]))
+    rows = [{"bits used": n, "n bits": int(b - a), "mAP": map_at_k(qc[:, a:b], dc[:, a:b], ql, dl, topk=topk)}
+            for n, a, b in parts]
+    return pd.DataFrame(rows).set_index("bits used")
+
+
+def codebook_distances(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
+    """Pairwise Hamming distances between the fixed class codes of each codebook method (OrthoHash / SL-ViT,
+    :func:`hashlib_vit.losses.orthohash.make_codebook`): a DataFrame indexed by ``codebook`` with ``min``,
+    ``mean`` and ``max Hamming`` over class pairs, or a ``note`` saying why the method cannot build
+    ``num_classes`` codes of ``bits`` bits."""
+    import pandas as pd
+    import torch
+
+    from ..errors import ConfigError
+    from ..losses.orthohash import make_codebook
+
+    rows = []
+    for method in methods:
+        try:
+            cb = make_codebook(method, num_classes, bits, seed=seed)
+        except (ConfigError, ValueError) as err:
+            rows.append({"codebook": method, "note": str(err)[:100]})
+            continue
+        d = ((bits - cb @ cb.T) / 2)[~torch.eye(num_classes, dtype=torch.bool)]
+        rows.append({"codebook": method, "min Hamming": int(d.min()), "mean Hamming": round(float(d.mean()), 2),
+                     "max Hamming": int(d.max()), "note": ""})
+    return pd.DataFrame(rows).set_index("codebook")
+
+
+def init_output_spread(backbones: dict, images, *, bits: int, head: str = "cls_linear", seed: int = 0):
+    """How much a freshly initialised model's output depends on its input (why pairwise losses can stall
+    from scratch, see :func:`collapsed_loss_profile`): for each ``{backbone name: img_size or None}``,
+    the model built with ``seed``, in eval mode, on ``images`` (float [0, 1], (n, 3, H, W)).
+
+    Returns a DataFrame indexed by backbone with ``mean |u| at init`` and ``input spread at init`` (mean
+    over bits of the std of u across inputs / mean |u|); models whose input size differs from H are left
+    out."""
+    import pandas as pd
+    import torch
+
+    from ..models import build_model
+
+    spread = {}
+    for name, img_size in backbones.items():
+        torch.manual_seed(seed)
+        m = build_model(name, bits=bits, head=head, img_size=img_size).eval()
+        if m.img_size != images.shape[-1]:
+            continue
+        with torch.no_grad():
+            u0 = m(images).u.float()
+        spread[name] = {"mean |u| at init": float(u0.abs().mean()),
+                        "input spread at init": float(u0.std(0).mean() / u0.abs().mean())}
+    return pd.DataFrame(spread).T
 
 
 def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, seed: int = 0,
@@ -109,4 +196,5 @@ def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, se
     return pd.DataFrame(rows)
 
 
-__all__ = ["COLLAPSE_FACTOR", "code_diagnostics", "collapse_note", "collapsed_loss_profile", "query_outputs"]
+__all__ = ["COLLAPSE_FACTOR", "code_diagnostics", "codebook_distances", "collapse_note", "collapsed_loss_profile",
+           "init_output_spread", "per_head_map", "query_outputs"]

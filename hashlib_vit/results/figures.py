@@ -8,7 +8,9 @@
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
   recomputed — and :func:`make_figures` (all of them for ``build_tables``);
-* methods: :func:`mgvt_diagram` (TransHash), :func:`plot_aem_maps` (AE-ViT).
+* results of one run or a few: :func:`map_against_random` (trained vs random codes);
+* methods: :func:`mgvt_diagram` and :func:`cauchy_likelihood` (TransHash), :func:`plot_aem_maps` (AE-ViT),
+  :func:`plot_codebooks` (SL-ViT / OrthoHash).
 """
 from __future__ import annotations
 
@@ -335,6 +337,93 @@ def training_curve(runs, evals=None, *, columns=("loss",), per_epoch: bool = Fal
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right", fontsize=8)
     ax.legend(loc="upper left" if ax2 is not None else "best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _metrics_of(run) -> dict:
+    """metrics of a RunResult, a RunDir / run-directory path, or a metrics dict."""
+    from .rundir import RunDir
+
+    if isinstance(run, dict):
+        return run
+    if hasattr(run, "metrics") and not isinstance(run, RunDir):
+        return run.metrics
+    return RunDir(run).metrics()
+
+
+def map_against_random(runs, *, ax=None, title: str | None = None):
+    """The mAP of trained codes next to the mAP of random codes on the same queries and database (the
+    chance level, metrics ``map_random``): one bar per run, its random level as a dashed tick over it.
+
+    ``runs``: one run (RunResult, RunDir, run-directory path or metrics dict) or ``{label: run}`` (a
+    single run is labelled by its method). Raises ValueError naming a run without ``map_random``.
+    Returns the figure; the y axis is mAP in [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    items = runs.items() if isinstance(runs, dict) and "map" not in runs else [(None, runs)]
+    names, maps, rand = [], [], []
+    for name, run in items:
+        m = _metrics_of(run)
+        if m.get("map_random") is None:
+            raise ValueError(f"run {name or m.get('method')!r} has no 'map_random' in its metrics (random-codes level)")
+        names.append(name if name is not None else str(m["method"]))
+        maps.append(float(m["map"]))
+        rand.append(float(m["map_random"]))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3))
+    else:
+        fig = ax.figure
+    x = np.arange(len(names))
+    ax.bar(x, maps, color="C0", label="trained codes")
+    ax.hlines(rand, x - 0.4, x + 0.4, colors="k", linestyles="--", lw=1.5, label="random codes")
+    for i, (v, r) in enumerate(zip(maps, rand)):
+        ax.annotate(f"{v:.3f}\n({v / r:.1f}x)" if r > 0 else f"{v:.3f}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names, rotation=0 if len(names) < 4 else 30)
+    ax.set(ylim=(0, 1.1), ylabel="mAP", title=title or "trained vs random codes")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def cauchy_likelihood(bits: int, gammas=(5, 10, 20), used: float | None = None):
+    """TransHash's Cauchy similarity probability ``P(similar | D) = gamma / (gamma + D)`` (DCH, Cao et al.
+    CVPR 2018, eq. 6; TransHash §3.3) against the Hamming distance D of ``bits``-bit codes, for each
+    ``gammas`` (``used`` marked), next to the sigmoid likelihood of ±1 codes ``sigmoid(0.5 (K - 2D))``
+    (DPSH/DHN; the ablation "w/o C"). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    d = np.linspace(0, bits, 200)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for g in gammas:
+        ax.plot(d, g / (g + d), label=f"Cauchy, γ={g:g}" + (" (used)" if used is not None and g == used else ""))
+    ax.plot(d, 1 / (1 + np.exp(-0.5 * (bits - 2 * d))), "k--", label="sigmoid(0.5·h_i·h_j), ±1 codes (w/o C)")
+    ax.set(xlabel=f"Hamming distance D between {bits}-bit codes", ylabel="P(similar | D)", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_codebooks(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
+    """The fixed ±1 class codes of OrthoHash / SL-ViT (:func:`hashlib_vit.losses.orthohash.make_codebook`),
+    one heat map (class x bit) per method; a method that cannot build ``num_classes`` x ``bits`` codes
+    (e.g. Hadamard needs 2b >= C) gets an empty panel titled "not available". Distances:
+    :func:`~.analysis.codebook_distances`. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from ..errors import ConfigError
+    from ..losses.orthohash import make_codebook
+
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.7 * len(methods), 2.6), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        try:
+            cb = make_codebook(method, num_classes, bits, seed=seed)
+        except (ConfigError, ValueError):
+            ax.set_axis_off()
+            ax.set_title(f"{method}: not available")
+            continue
+        ax.imshow(cb.numpy(), cmap="coolwarm", aspect="auto", interpolation="nearest")
+        ax.set(title=method, xlabel="bit", ylabel="class")
     fig.tight_layout()
     return fig
 
