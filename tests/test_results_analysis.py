@@ -103,3 +103,17 @@ def test_map_against_random_and_cauchy_figures():
     d, p = lines[1].get_data()
     assert p[0] == 1.0 and p[-1] == pytest.approx(20 / 36) and d[-1] == 16
     assert lines[2].get_ydata()[0] == pytest.approx(1 / (1 + np.exp(-8)))
+
+
+def test_parameter_counts_per_module_and_new():
+    from hashlib_vit.models import build_model
+
+    model = build_model("vit32_test", bits=8)
+    t = analysis.parameter_counts(model)
+    n_all = sum(p.numel() for p in model.parameters())
+    n_new = sum(p.numel() for p in model.new_parameters())
+    assert t.loc["total", "parameters"] == n_all and t.loc["total", "new"] == n_new
+    assert t.drop("total")["parameters"].sum() == n_all and 0 < n_new < n_all
+    assert t.loc["backbone", "new"] == 0  # a from-scratch ViT trunk still counts as the backbone, not new
+    assert analysis.per_head_map(toy_codes(), [8], names=["all"], topk="all").equals(
+        analysis.per_head_map(toy_codes(), [8], names=["all"]))

@@ -78,3 +78,18 @@ def test_training_curve_of_several_runs_with_their_evaluations(tmp_path):
     assert list(fig2.axes[0].get_lines()[2].get_ydata()) == [0.7] * 8
     with pytest.raises(ValueError, match=r"no column\(s\) \['loss_x'\]"):
         figures.training_curve({"a": a}, columns=["loss_x"])
+
+
+def test_training_curve_panels_one_axes_per_group(tmp_path):
+    a = write_run(tmp_path / "a", "csq", [4.0, 3, 2, 1, 1, 1, 1, 1], [{"epoch": 2, "step": 8, "map": 0.6}])
+    b = write_run(tmp_path / "b", "csq", [2.0] * 8, [{"epoch": 2, "step": 8, "map": 0.2}])
+    c = write_run(tmp_path / "c", "dpsh", [1.0] * 8, [{"epoch": 2, "step": 8, "map": 0.1}])
+    runs = pd.DataFrame({"method": ["csq", "csq", "dpsh"], "bits": [16, 32, 16],
+                         "run_dir": [str(r.path) for r in (a, b, c)]})
+    fig = figures.training_curve_panels(runs)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["csq", "dpsh"]
+    assert [ln.get_label() for ln in axes[0].get_lines()] == ["16b loss", "32b loss"]
+    assert list(axes[0].get_lines()[0].get_ydata()) == [2.5, 1.0]
+    with pytest.raises(ValueError, match="runs have no column 'seed'"):
+        figures.training_curve_panels(runs, label="seed")

@@ -6,6 +6,7 @@
 * :func:`collapsed_loss_profile` — each loss on an input-independent model (why pairwise losses can stall);
 * :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes;
 * :func:`per_head_map` — mAP of each head's bits of a concatenated code (MGVT's streams);
+* :func:`parameter_counts` — parameters per module of a model, and how many are new;
 * :func:`codebook_distances` — distances between OrthoHash's fixed class codes;
 * :func:`init_output_spread` — how much a model's output depends on its input at initialisation.
 """
@@ -90,6 +91,7 @@ def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", t
     from ..retrieval import map_at_k
 
     qc, dc, ql, dl = codes
+    topk = None if topk == "all" else topk
     widths = [int(w) for w in widths]
     if sum(widths) != qc.shape[1]:
         raise ValueError(f"widths={widths} sum to {sum(widths)}; the codes have {qc.shape[1]} bits")
@@ -103,6 +105,32 @@ def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", t
     rows = [{"bits used": n, "n bits": int(b - a), "mAP": map_at_k(qc[:, a:b], dc[:, a:b], ql, dl, topk=topk)}
             for n, a, b in parts]
     return pd.DataFrame(rows).set_index("bits used")
+
+
+def parameter_counts(model) -> "pd.DataFrame":  # noqa: F821
+    """Parameters of each top-level module of a hash model (``model.named_children()``: e.g. the backbone,
+    the neck's branches, the hash layers) and how many of them are new (``model.new_parameters()``: trained
+    from random initialisation, with the head learning rate), plus a ``total`` row. A parameter shared by
+    two modules is counted once, under the first. Returns a DataFrame indexed by ``module`` with
+    ``parameters`` and ``new`` (ints)."""
+    import pandas as pd
+
+    new = {id(p) for p in model.new_parameters()}
+    seen: set[int] = set()
+    rows = []
+    for name, child in model.named_children():
+        ps = [p for p in child.parameters() if id(p) not in seen]
+        seen |= {id(p) for p in ps}
+        if ps:
+            rows.append({"module": name, "parameters": sum(p.numel() for p in ps),
+                         "new": sum(p.numel() for p in ps if id(p) in new)})
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    if rest:
+        rows.append({"module": "(direct)", "parameters": sum(p.numel() for p in rest),
+                     "new": sum(p.numel() for p in rest if id(p) in new)})
+    df = pd.DataFrame(rows).set_index("module")
+    df.loc["total"] = df.sum()
+    return df.astype(int)
 
 
 def codebook_distances(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
@@ -197,4 +225,4 @@ def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, se
 
 
 __all__ = ["COLLAPSE_FACTOR", "code_diagnostics", "codebook_distances", "collapse_note", "collapsed_loss_profile",
-           "init_output_spread", "per_head_map", "query_outputs"]
+           "init_output_spread", "parameter_counts", "per_head_map", "query_outputs"]

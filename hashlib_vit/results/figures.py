@@ -2,7 +2,7 @@
 
 * data: :func:`class_samples_grid`; training: :func:`training_curve` (THE training-curve plot: loss per
   step or epoch and mAP per evaluation, of one run or several runs / variants; :func:`run_log` reads a
-  run for it), :func:`plot_training_curves` (the tables' summary figure of a whole results folder:
+  run for it; :func:`training_curve_panels`: one per group of runs), :func:`plot_training_curves` (the tables' summary figure of a whole results folder:
   every setting's loss, mean ± std over seeds, one panel per protocol × bits);
 * retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
@@ -424,6 +424,31 @@ def plot_codebooks(num_classes: int, bits: int, methods=("bernoulli", "hadamard"
             continue
         ax.imshow(cb.numpy(), cmap="coolwarm", aspect="auto", interpolation="nearest")
         ax.set(title=method, xlabel="bit", ylabel="class")
+    fig.tight_layout()
+    return fig
+
+
+def training_curve_panels(runs, panel: str = "method", label: str = "bits", *, per_epoch: bool = True,
+                          ncols: int = 4, columns=("loss",)):
+    """:func:`training_curve` once per panel: the runs of a :func:`~.collect.collect` frame (its ``run_dir``
+    column) grouped by ``panel`` (one axes each, in order of appearance), one line per value of ``label``
+    (e.g. the code length) — several runs / variants side by side. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    for col in (panel, label, "run_dir"):
+        if col not in runs:
+            raise ValueError(f"runs have no column {col!r}; they have {list(runs.columns)}")
+    names = list(dict.fromkeys(runs[panel]))
+    ncol = max(min(len(names), ncols), 1)
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        sub = runs[runs[panel] == name]
+        suffix = "b" if label == "bits" else ""
+        training_curve({f"{v}{suffix}": rd for v, rd in zip(sub[label], sub["run_dir"])}, per_epoch=per_epoch,
+                       columns=columns, ax=ax, title=str(name))
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
