@@ -117,3 +117,29 @@ def test_parameter_counts_per_module_and_new():
     assert t.loc["backbone", "new"] == 0  # a from-scratch ViT trunk still counts as the backbone, not new
     assert analysis.per_head_map(toy_codes(), [8], names=["all"], topk="all").equals(
         analysis.per_head_map(toy_codes(), [8], names=["all"]))
+
+
+def test_aem_at_init_is_the_identity():
+    d = analysis.aem_at_init("vit32_test", 8, "all", seed=0, n=4)
+    assert d["max_abs_diff"] == 0.0
+    from hashlib_vit.models import build_model
+    from hashlib_vit.models.aem import find_aem
+
+    ae = build_model("vit32_test", 8, aem="all")
+    plain = build_model("vit32_test", 8, aem="off")
+    assert d["aem_parameters"] == find_aem(ae).extra_parameters() > 0
+    assert d["vit_parameters"] == sum(p.numel() for p in plain.backbone.parameters())
+    assert d["feature_map"] == "32 x (4, 4)"  # vit32_test: width 32, 8-px patches on 32-px images
+    assert analysis.aem_at_init("vit32_test", 8, "spatial", n=2)["aem_parameters"] < d["aem_parameters"]
+
+
+def test_aem_maps_of_a_run_titles_the_queries():
+    from hashlib_vit.experiment import RunConfig, RunResult
+    from hashlib_vit.data import get_protocol
+    from hashlib_vit.models import build_model
+
+    data = get_protocol("digits").load(None, seed=0)
+    res = RunResult(RunConfig(), {}, {}, build_model("vit32_test", 8, aem="all"), data, None, None, None)
+    fig = figures.aem_maps_of_run(res, n_show=3, seed=1)
+    pick = np.random.default_rng(1).choice(len(data.query), size=3, replace=False)
+    assert [a.get_title() for a in fig.axes[:3]] == [data.class_names[c] for c in data.query.classes[pick]]

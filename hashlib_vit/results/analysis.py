@@ -7,6 +7,7 @@
 * :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes;
 * :func:`per_head_map` — mAP of each head's bits of a concatenated code (MGVT's streams);
 * :func:`parameter_counts` — parameters per module of a model, and how many are new;
+* :func:`aem_at_init` — AE-ViT equals the plain ViT at initialisation (and what AEM adds);
 * :func:`codebook_distances` — distances between OrthoHash's fixed class codes;
 * :func:`init_output_spread` — how much a model's output depends on its input at initialisation.
 """
@@ -133,6 +134,33 @@ def parameter_counts(model) -> "pd.DataFrame":  # noqa: F821
     return df.astype(int)
 
 
+def aem_at_init(backbone: str, bits: int, aem: str = "all", *, seed: int = 0, n: int = 8) -> dict:
+    """AE-ViT's attention-enhanced module at initialisation (AE-ViT, METHODS.md §3: the gate gamma and the
+    point-wise convolution start at zero): the same ``backbone`` built with ``seed`` without and with AEM
+    (``aem`` branches; ``"off"`` is taken as ``"all"``), both in eval mode on ``n`` random 3-channel images.
+
+    Returns ``max_abs_diff`` (max |u_AE-ViT - u_ViT|: exactly 0.0 when AEM is the identity), ``aem_parameters``
+    (what AEM adds), ``vit_parameters`` (the plain ViT's backbone), ``feature_map`` (``"D x (H, W)"`` of the
+    patch-embedding map AEM works on) and ``patch_embed`` (the module's repr)."""
+    import torch
+
+    from ..models import build_model
+    from ..models.aem import find_aem
+
+    torch.manual_seed(seed)
+    plain = build_model(backbone, bits, img_size=None, aem="off").eval()
+    torch.manual_seed(seed)
+    ae = build_model(backbone, bits, img_size=None, aem="all" if aem == "off" else aem).eval()
+    x = torch.rand(n, 3, ae.img_size, ae.img_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        diff = (ae(x).u - plain(x).u).abs().max().item()
+    module = find_aem(ae)
+    embed = ae.backbone.model.patch_embed
+    return {"max_abs_diff": diff, "aem_parameters": module.extra_parameters(),
+            "vit_parameters": sum(p.numel() for p in plain.backbone.parameters()),
+            "feature_map": f"{module.dim} x {tuple(embed.grid_size)}", "patch_embed": repr(embed)}
+
+
 def codebook_distances(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
     """Pairwise Hamming distances between the fixed class codes of each codebook method (OrthoHash / SL-ViT,
     :func:`hashlib_vit.losses.orthohash.make_codebook`): a DataFrame indexed by ``codebook`` with ``min``,
@@ -224,5 +252,5 @@ def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, se
     return pd.DataFrame(rows)
 
 
-__all__ = ["COLLAPSE_FACTOR", "code_diagnostics", "codebook_distances", "collapse_note", "collapsed_loss_profile",
+__all__ = ["COLLAPSE_FACTOR", "aem_at_init", "code_diagnostics", "codebook_distances", "collapse_note", "collapsed_loss_profile",
            "init_output_spread", "parameter_counts", "per_head_map", "query_outputs"]

@@ -9,7 +9,7 @@
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
   recomputed — and :func:`make_figures` (all of them for ``build_tables``);
 * results of one run or a few: :func:`map_against_random` (trained vs random codes);
-* methods: :func:`mgvt_diagram` and :func:`cauchy_likelihood` (TransHash), :func:`plot_aem_maps` (AE-ViT),
+* methods: :func:`mgvt_diagram` and :func:`cauchy_likelihood` (TransHash), :func:`plot_aem_maps` / :func:`aem_maps_of_run` (AE-ViT),
   :func:`plot_codebooks` (SL-ViT / OrthoHash).
 """
 from __future__ import annotations
@@ -607,6 +607,22 @@ def plot_aem_maps(model, images, titles=None):
     return fig
 
 
-__all__ = ["class_samples_grid", "collect_curves", "collect_training_logs", "curves_of", "make_figures", "map_vs_bits",
-           "mgvt_diagram", "plot_aem_maps", "plot_pr_curves", "plot_precision_at_n", "plot_training_curves",
-           "retrieval_grid", "run_curves", "search_result_grid", "training_curve"]
+def aem_maps_of_run(result, n_show: int = 6, seed: int = 0):
+    """:func:`plot_aem_maps` of a trained AE-ViT run (``result``: a RunResult) on ``n_show`` query images
+    drawn with ``seed``, passed through the run's evaluation transform, titled with their class names.
+    Returns the figure."""
+    import torch
+
+    from ..data import protocol_transforms
+
+    data = result.data
+    _, ev_tf = protocol_transforms(data.protocol, result.model.img_size)  # the run's evaluation transform
+    pick = np.random.default_rng(seed).choice(len(data.query), size=min(n_show, len(data.query)), replace=False)
+    images = ev_tf(data.query.images[torch.as_tensor(pick)], train=False)
+    return plot_aem_maps(result.model, images, titles=[data.class_names[c] for c in data.query.classes[pick]])
+
+
+__all__ = ["aem_maps_of_run", "cauchy_likelihood", "class_samples_grid", "collect_curves", "collect_training_logs",
+           "curves_of", "make_figures", "map_against_random", "map_vs_bits", "mgvt_diagram", "plot_aem_maps",
+           "plot_codebooks", "plot_pr_curves", "plot_precision_at_n", "plot_training_curves", "retrieval_grid",
+           "run_curves", "run_log", "search_result_grid", "training_curve", "training_curve_panels"]
