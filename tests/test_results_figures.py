@@ -93,3 +93,14 @@ def test_training_curve_panels_one_axes_per_group(tmp_path):
     assert list(axes[0].get_lines()[0].get_ydata()) == [2.5, 1.0]
     with pytest.raises(ValueError, match="runs have no column 'seed'"):
         figures.training_curve_panels(runs, label="seed")
+
+
+def test_tables_training_figure_is_the_one_plot_per_panel():
+    rows = [{"protocol": "digits", "bits": b, "method": "csq", "backbone": "vit", "seed": s, "step": t,
+             "loss": float(t + s + b)} for b in (8, 16) for s in (0, 1) for t in range(1, 5)]
+    fig = figures.plot_training_curves(pd.DataFrame(rows))
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["digits · 8 bits", "digits · 16 bits"]
+    line = axes[0].get_lines()[0]
+    assert line.get_label() == "csq · vit loss (smoothed)"
+    assert list(line.get_ydata()) == [t + 0.5 + 8 for t in range(1, 5)]  # the mean over the two seeds

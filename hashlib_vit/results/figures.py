@@ -2,8 +2,8 @@
 
 * data: :func:`class_samples_grid`; training: :func:`training_curve` (THE training-curve plot: loss per
   step or epoch and mAP per evaluation, of one run or several runs / variants; :func:`run_log` reads a
-  run for it; :func:`training_curve_panels`: one per group of runs), :func:`plot_training_curves` (the tables' summary figure of a whole results folder:
-  every setting's loss, mean ± std over seeds, one panel per protocol × bits);
+  run for it; :func:`training_curve_panels`: one per group of runs; :func:`plot_training_curves`: the
+  tables' figure of a whole results folder, one panel per protocol × bits, each a :func:`training_curve`);
 * retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
@@ -164,15 +164,25 @@ def plot_precision_at_n(pn):
 
 
 def plot_training_curves(logs):
-    """Training loss per step of every run in ``logs`` (:func:`collect_training_logs`; mean ± std over
-    seeds), one panel per protocol × bits."""
-    import seaborn as sns
+    """The tables' training-curve figure: :func:`training_curve` once per protocol × bits panel, one line
+    per setting (``method · backbone``), the loss per step averaged over the setting's seeds. ``logs``:
+    :func:`collect_training_logs` of a results folder. Returns the figure."""
+    import matplotlib.pyplot as plt
 
     d = logs.assign(setting=_label(logs))
-    g = sns.relplot(data=d, x="step", y="loss", hue="setting", col="bits", row="protocol", kind="line",
-                    errorbar="sd", height=3, aspect=1.2, facet_kws={"sharey": False})
-    g.figure.suptitle("Training loss per step (mean ± std over seeds)", y=1.03)
-    return g.figure
+    panels = sorted({(str(p), int(b)) for p, b in zip(d["protocol"], d["bits"])})
+    ncol = min(len(panels), 4)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3 * nrow), squeeze=False)
+    for ax, (proto, bits) in zip(axes.flat, panels):
+        sub = d[(d["protocol"].astype(str) == proto) & (d["bits"].astype(int) == bits)]
+        runs = {name: g.groupby("step", as_index=False)["loss"].mean() for name, g in sub.groupby("setting")}
+        training_curve(runs, ax=ax, title=f"{proto} · {bits} bits")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Training loss per step (mean over seeds)", y=1.02)
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig, path: Path) -> Path:
