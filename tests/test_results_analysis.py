@@ -63,7 +63,7 @@ def test_init_output_spread_and_quant_error():
     assert t.loc["vit32_test", "input spread at init"] == pytest.approx(float(u.std(0).mean() / u.abs().mean()), rel=1e-5)
 
 
-def test_code_diagnostics_quant_error_is_zero_at_a_vertex():
+def test_quant_error_is_zero_at_a_vertex():
     from hashlib_vit.data import get_protocol
     from hashlib_vit.experiment import RunConfig, RunResult
     from hashlib_vit.models import build_model
@@ -74,14 +74,14 @@ def test_code_diagnostics_quant_error_is_zero_at_a_vertex():
         model.head.fc.weight.zero_()
         model.head.fc.bias.copy_(torch.tensor([0.1, -0.1] * 4))
     db = np.tile(np.array([1, -1] * 4, dtype=np.int8), (len(data.database), 1))
-    assert analysis.code_diagnostics(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None),
-                                     max_items=100)["quant_error"] == pytest.approx(0.0, abs=1e-6)
+    assert analysis.quant_error(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None),
+                                max_items=100) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():  # one bit at 0.1, the others at 0.1/7: cos = (0.1 + 7 * 0.1/7) / (sqrt(8) * |u|)
         model.head.fc.bias.copy_(torch.tensor([0.1] + [0.1 / 7] * 7))
     u = torch.tensor([0.1] + [0.1 / 7] * 7)
     cos = float(u.sum() / (np.sqrt(8) * u.norm()))
-    q = analysis.code_diagnostics(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None), max_items=100)
-    assert q["quant_error"] == pytest.approx(2 * (1 - cos), rel=1e-4)
+    q = analysis.quant_error(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None), max_items=100)
+    assert q == pytest.approx(2 * (1 - cos), rel=1e-4)
 
 
 def test_map_against_random_and_cauchy_figures():
@@ -143,3 +143,15 @@ def test_aem_maps_of_a_run_titles_the_queries():
     fig = figures.aem_maps_of_run(res, n_show=3, seed=1)
     pick = np.random.default_rng(1).choice(len(data.query), size=3, replace=False)
     assert [a.get_title() for a in fig.axes[:3]] == [data.class_names[c] for c in data.query.classes[pick]]
+
+
+@pytest.mark.parametrize("local_stream, widths", [(True, [8, 4, 4]), (False, [16])])
+def test_mgvt_layout(local_stream, widths):
+    from hashlib_vit.models import build_model
+
+    model = build_model("vit32_test", 16, "mgvt", groups=2, local_stream=local_stream).train()
+    lay = analysis.mgvt_layout(model)
+    n_blocks = len(build_model("vit32_test", 16).backbone.model.blocks)
+    assert lay == {"depth": n_blocks, "n_patches": 16, "widths": widths, "groups": len(widths) - 1,
+                   "local_stream": local_stream}
+    assert model.training  # left in the mode it was in

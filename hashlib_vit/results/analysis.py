@@ -1,11 +1,13 @@
 """What trained codes look like: code statistics and the collapse profile of the losses.
 
 * :func:`query_outputs` — a trained model's continuous outputs ``u`` on the query split (eval mode);
+* :func:`quant_error` — the mean quantization error of a trained model's query outputs;
 * :func:`code_diagnostics` — the statistics a collapse shows first (outputs near 0, independent of the
   input, few distinct codes, constant bits); written to ``diagnostics.json`` by the loss-zoo runner;
 * :func:`collapsed_loss_profile` — each loss on an input-independent model (why pairwise losses can stall);
 * :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes;
 * :func:`per_head_map` — mAP of each head's bits of a concatenated code (MGVT's streams);
+* :func:`mgvt_layout` — depth, patches and bits per head of an MGVT model;
 * :func:`parameter_counts` — parameters per module of a model, and how many are new;
 * :func:`aem_at_init` — AE-ViT equals the plain ViT at initialisation (and what AEM adds);
 * :func:`codebook_distances` — distances between OrthoHash's fixed class codes;
@@ -62,20 +64,25 @@ def code_diagnostics(result, max_items: int = 2000) -> dict:
     * ``input_spread``: mean over bits of the std of u across inputs, divided by the mean |u|
       (near 0: the output hardly depends on the input);
     * ``distinct_db_codes``: number of different binary codes in the database;
-    * ``bit_balance``: mean over bits of |mean of the bit| in the database (0: balanced, 1: constant);
-    * ``quant_error``: mean quantization error ``2 (1 - cos(u, sgn u))`` of the query outputs, in [0, 2)
-      (0 at a hypercube vertex; OrthoHash, Hoe et al. NeurIPS 2021, eq. 8; about 0.40 for Gaussian u).
+    * ``bit_balance``: mean over bits of |mean of the bit| in the database (0: balanced, 1: constant).
     """
-    from ..losses.orthohash import quantization_error
-
     u = query_outputs(result, max_items)
     mean_abs = float(u.abs().mean())
     spread = float(u.std(0).mean()) / max(mean_abs, 1e-12)
     db = np.asarray(result.db_codes)
     return {"mean_abs_u": round(mean_abs, 6), "input_spread": round(spread, 4),
             "distinct_db_codes": int(len(np.unique(db, axis=0))),
-            "bit_balance": round(float(np.abs(db.astype(np.float64).mean(0)).mean()), 4),
-            "quant_error": round(float(quantization_error(u).mean()), 6)}
+            "bit_balance": round(float(np.abs(db.astype(np.float64).mean(0)).mean()), 4)}
+
+
+def quant_error(result, max_items: int | None = None) -> float:
+    """Mean quantization error ``2 (1 - cos(u, sgn u))`` of the trained model's continuous outputs on the
+    query split (:func:`query_outputs`, eval mode), in [0, 2): 0 when every output points at a hypercube
+    vertex, about 0.40 for Gaussian outputs (OrthoHash, Hoe et al. NeurIPS 2021, §3.3;
+    :func:`hashlib_vit.losses.orthohash.quantization_error`)."""
+    from ..losses.orthohash import quantization_error
+
+    return float(quantization_error(query_outputs(result, max_items)).mean())
 
 
 def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", topk=None):
@@ -106,6 +113,25 @@ def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", t
     rows = [{"bits used": n, "n bits": int(b - a), "mAP": map_at_k(qc[:, a:b], dc[:, a:b], ql, dl, topk=topk)}
             for n, a, b in parts]
     return pd.DataFrame(rows).set_index("bits used")
+
+
+def mgvt_layout(model) -> dict:
+    """The shape of a TransHash MGVT model (TransHash §3.2) as :func:`~.figures.mgvt_diagram` and
+    :func:`per_head_map` take it: ``depth`` (blocks of the ViT, the last one duplicated into the branches),
+    ``n_patches`` (patch tokens), ``widths`` (bits of the global head, then of each local head, measured
+    from ``HashOutput.heads`` of one forward pass on random images in eval mode), ``groups`` (local heads)
+    and ``local_stream`` (False: the "w/o P" ablation, one head)."""
+    import torch
+
+    vit = model.backbone.model
+    depth = getattr(model, "depth", None) or getattr(getattr(model, "neck", None), "depth", None)
+    was = model.training
+    with torch.no_grad():
+        out = model.eval()(torch.rand(2, 3, model.img_size, model.img_size))
+    model.train(was)
+    widths = [int(h.shape[1]) for h in out.heads]
+    return {"depth": int(depth), "n_patches": int(vit.patch_embed.num_patches), "widths": widths,
+            "groups": len(widths) - 1, "local_stream": len(widths) > 1}
 
 
 def parameter_counts(model) -> "pd.DataFrame":  # noqa: F821
@@ -252,5 +278,6 @@ def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, se
     return pd.DataFrame(rows)
 
 
-__all__ = ["COLLAPSE_FACTOR", "aem_at_init", "code_diagnostics", "codebook_distances", "collapse_note", "collapsed_loss_profile",
-           "init_output_spread", "parameter_counts", "per_head_map", "query_outputs"]
+__all__ = ["COLLAPSE_FACTOR", "aem_at_init", "code_diagnostics", "codebook_distances", "collapse_note",
+           "collapsed_loss_profile", "init_output_spread", "mgvt_layout", "parameter_counts", "per_head_map",
+           "quant_error", "query_outputs"]
