@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hashlib_vit.retrieval.index import HashIndex  # noqa: E402
+from hashlib_vit.retrieval.index import HashIndex, distance_recall  # noqa: E402
 from hashlib_vit.utils import atomic_write_text  # noqa: E402
 
 
@@ -49,14 +48,6 @@ def naive_topk(packed_db, packed_q, k):
         d = np.bitwise_count(np.bitwise_xor(packed_db, q)).sum(1, dtype=np.int32)
         out.append(np.argsort(d, kind="stable")[:k])
     return out
-
-
-def distance_recall(approx_d, exact_d):
-    k = exact_d.shape[1]
-    hits = 0
-    for a, e in zip(approx_d, exact_d):
-        hits += sum((Counter(a[a >= 0].tolist()) & Counter(e.tolist())).values())
-    return hits / (k * len(exact_d))
 
 
 def main(argv=None):

@@ -136,3 +136,43 @@ def test_search_images_through_a_model():
     res = search_images(model, images[:4], index, k=1)
     # each image finds a code at distance 0 (itself or an identical code earlier in the database)
     assert (res.distances[:, 0] == 0).all()
+
+
+def test_relevance_and_average_precision_of_a_search():
+    from hashlib_vit.retrieval import map_at_k
+
+    rng = np.random.default_rng(3)
+    db, q = pm1(rng, 400, 16), pm1(rng, 30, 16)
+    dl = np.eye(5)[rng.integers(0, 5, 400)]
+    ql = np.eye(5)[rng.integers(0, 5, 30)]
+    found = HashIndex.from_codes(db, labels=dl).search(q, 10)
+    rel = found.relevant(ql)
+    assert rel.shape == (30, 10) and np.array_equal(rel, (dl[found.ids] * ql[:, None]).sum(-1) > 0)
+    assert found.average_precision(ql).mean() == pytest.approx(map_at_k(q, db, ql, dl, topk=10), abs=1e-12)
+    by_class = HashIndex.from_codes(db, labels=dl.argmax(1)).search(q, 10)  # class indices: the same relevance
+    assert np.array_equal(by_class.relevant(ql.argmax(1)), rel)
+    # one hand-checked AP: relevant at ranks 1 and 3 of 3 -> (1/1 + 2/3) / 2
+    from hashlib_vit.retrieval.index import SearchResult
+
+    r = SearchResult(np.array([[4, 5, 6]]), np.zeros((1, 3), int), np.array([[1, 0, 1]]))
+    assert r.average_precision(np.array([1]))[0] == pytest.approx((1 + 2 / 3) / 2)
+    with pytest.raises(DataError, match="query_labels have 2 rows but the search has 1 queries"):
+        r.relevant(np.array([1, 0]))
+    with pytest.raises(DataError, match="has no labels"):
+        HashIndex.from_codes(db).search(q, 3).relevant(ql)
+
+
+def test_distance_recall_and_benchmark_search():
+    from hashlib_vit.retrieval.index import benchmark_search, clustered_codes, distance_recall
+
+    exact = np.array([[0, 1, 1, 2], [3, 3, 3, 3]])
+    assert distance_recall(exact, exact) == 1.0
+    assert distance_recall(np.array([[0, 1, 2, 2], [3, 3, -1, -1]]), exact) == pytest.approx((3 + 2) / 8)
+    codes = clustered_codes(500, 16, n_centers=4, flip=0.0, seed=1)
+    assert codes.dtype == np.int8 and len(np.unique(codes, axis=0)) <= 4
+    t = benchmark_search([300, 2000], 16, n_queries=20, k=5, seed=0)
+    assert list(t["database"]) == [300] * 3 + [2000] * 3 and list(t["index"]) == ["flat", "ivf", "hnsw"] * 2
+    assert (t.loc[t["index"] == "flat", "recall"] == 1.0).all() and t["recall"].between(0, 1).all()
+    assert (t["queries_per_s"] > 0).all() and (t["build_s"] >= 0).all()
+    with pytest.raises(ConfigError, match=r"unknown index\(es\) \['lsh'\]"):
+        benchmark_search([10], 8, kinds=("flat", "lsh"))

@@ -177,3 +177,145 @@ def test_a_resumed_run_and_an_uninterrupted_run_are_one_variant(tmp_path):
     agg = aggregate(runs)
     assert len(agg) == 1 and int(agg["n"].iloc[0]) == 3  # seeds 0, 1 and the resumed 0: one averaged setting
     assert agg["mean"].iloc[0] == pytest.approx((2 * plain.metrics["map"] + other.metrics["map"]) / 3)
+
+
+# ----------------------------------------------------------------------------- the run-directory API readers
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+    """One real run (digits, vit32_test, 8 bits, 2 epochs of 8 steps, evaluated every epoch, code statistics)."""
+    from hashlib_vit.experiment import run_experiment
+
+    run_dir = tmp_path_factory.mktemp("api") / "run"
+    result = run_experiment(protocol="digits", backbone="vit32_test", loss="csq", bits=8, epochs=2, batch_size=64,
+                            device="cpu", seed=0, progress=False, eval_every=1, code_stats=True, warmup_steps=0,
+                            run_dir=str(run_dir))
+    return result, RunDir(run_dir)
+
+
+def copy_run(made_run, tmp_path) -> RunDir:
+    import shutil
+
+    return RunDir(shutil.copytree(made_run[1].path, tmp_path / "copy"))
+
+
+def test_codes_are_the_runs_codes(made_run):
+    result, rd = made_run
+    c = rd.codes()
+    assert np.array_equal(c.query_codes, result.query_codes) and np.array_equal(c.db_codes, result.db_codes)
+    assert c.query_codes.dtype == np.int8 and c.query_codes.shape == (100, 8) and c.db_codes.shape == (1697, 8)
+    assert np.array_equal(c.query_labels, result.data.query.labels.numpy())
+    from hashlib_vit.retrieval import map_at_k
+
+    assert map_at_k(*c, topk=None) == pytest.approx(rd.metrics()["map"])
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a.pop("db_labels"), r"key\(s\) \['db_labels'\] missing"),
+    (lambda a: a.update(query_codes=a["query_codes"].astype(np.float32)), r"'query_codes' is float32 .* expected a 2-D int8"),
+    (lambda a: a.update(db_codes=np.where(a["db_codes"] > 0, 1, 0).astype(np.int8)), r"'db_codes' holds 0; expected only -1 and \+1"),
+    (lambda a: a.update(query_codes=a["query_codes"][:, :4]), r"'query_codes' have 4 bits but 'db_codes' 8"),
+    (lambda a: a.update(query_labels=a["query_labels"][:5]), r"'query_labels' has 5 rows but 'query_codes' has 100"),
+    (lambda a: a.update(db_codes=a["db_codes"][:10], db_labels=a["db_labels"][:10]),
+     r"10 database items, but metrics.json says n_database=1697"),
+])
+def test_codes_name_the_file_and_the_field(made_run, tmp_path, change, match):
+    rd = copy_run(made_run, tmp_path)
+    with np.load(rd.file("codes.npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    rd.write_codes(**arrays)
+    with pytest.raises(DataError, match=match) as err:
+        rd.codes()
+    assert str(rd.file("codes.npz")) in str(err.value)
+
+
+def test_codes_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"codes.npz does not exist \(the run was made with save_codes=False"):
+        RunDir(tmp_path).codes()
+
+
+def test_data_rebuilds_the_recorded_splits_and_refuses_others(made_run, tmp_path):
+    result, rd = made_run
+    data = rd.data()
+    assert data.checksums == result.data.checksums == rd.env()["split_checksums"]
+    assert torch_equal(data.query.labels, result.data.query.labels) and len(data.database) == 1697
+    other = copy_run(made_run, tmp_path)
+    env = other.env()
+    env["split_checksums"]["query"] = "0" * 64
+    other.write_json("env.json", env)
+    with pytest.raises(DataError, match=r"env.json: split 'query' of protocol 'digits' .* rebuilds with sha256 "
+                                        rf"{data.checksums['query']}; the run recorded 0000"):
+        other.data()
+    env.pop("split_checksums")
+    other.write_json("env.json", env)
+    with pytest.raises(DataError, match="key 'split_checksums' is None"):
+        other.data()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_curves_are_the_evaluations_per_epoch(made_run, tmp_path):
+    result, rd = made_run
+    df = rd.curves()
+    assert list(df.columns) == ["epoch", "step", "map", "source"] and list(df["epoch"]) == [1, 2]
+    assert list(df["step"]) == [8, 16] and df["step"].dtype == np.int64
+    assert list(df["map"]) == [e["map"] for e in result.history["evals"]]
+    assert df["map"].iloc[-1] == pytest.approx(rd.metrics()["map"]) and set(df["source"]) == {"evals.json"}
+    # without periodic evaluations: the final evaluation of metrics.json, at the last step of the log
+    other = copy_run(made_run, tmp_path)
+    other.file("evals.json").unlink()
+    df = other.curves()
+    assert df.to_dict("records") == [{"epoch": 2, "step": 16, "map": rd.metrics()["map"], "source": "metrics.json"}]
+    other.write_json("evals.json", [{"epoch": 1, "step": 8, "map": "high"}])
+    with pytest.raises(DataError, match=r"evals.json: entry 0 key 'map' is 'high'; expected a number"):
+        other.curves()
+
+
+def test_train_log_is_typed(made_run, tmp_path):
+    result, rd = made_run
+    log = rd.train_log()
+    assert len(log) == 16 and list(log["step"]) == list(range(1, 17)) and list(log["epoch"]) == [0] * 8 + [1] * 8
+    assert log["step"].dtype == np.int64 and log["loss"].dtype == np.float64 and log["grad_norm"].isna().all()
+    assert {"loss_center", "loss_quant", "lr"} <= set(log.columns)
+    assert log["loss"].tolist() == pytest.approx([s["loss"] for s in result.history["steps"]])
+    other = copy_run(made_run, tmp_path)
+    text = other.file("train_log.csv").read_text().splitlines()
+    other.file("train_log.csv").write_text("\n".join(text[:3] + [text[3].replace(",0,", ",zero,", 1)] + text[4:]))
+    with pytest.raises(DataError, match=r"train_log.csv: column 'epoch' holds 'zero' \(line 4\); expected a number"):
+        other.train_log()
+    other.file("train_log.csv").write_text("step,loss\n1,0.5\n")
+    with pytest.raises(DataError, match=r"column\(s\) \['epoch'\] missing"):
+        other.train_log()
+    other.file("train_log.csv").unlink()
+    with pytest.raises(DataError, match="train_log.csv does not exist"):
+        other.train_log()
+
+
+def test_describe_summary_diagnostics_and_files(made_run, tmp_path):
+    result, rd = made_run
+    m = result.metrics
+    s = rd.summary()
+    assert s == {"method": "csq", "backbone": "vit32_test", "weights": "none (vit32_test)", "pretrained": False,
+                 "bits": 8, "protocol": "digits", "n_query": 100, "n_database": 1697, "topk": "all", "epochs": 2,
+                 "steps": 16, "train_time_s": m["train_time_s"], "device": "cpu", "map": m["map"],
+                 "map_random": m["map_random"], "map_ratio": m["map"] / m["map_random"]}
+    text = rd.describe()
+    assert text.splitlines()[0] == "csq: vit32_test (weights: none (vit32_test), from scratch), 8 bits, protocol digits"
+    assert "100 queries, 1,697 database items; 2 epochs, 16 steps" in text
+    assert f"mAP@all {m['map']:.3f} (random codes {m['map_random']:.3f}, {m['map'] / m['map_random']:.1f}x)" in text
+    assert rd.diagnostics()["distinct_db_codes"] == len(np.unique(result.db_codes, axis=0))
+    files = rd.files()
+    assert list(files.index) == sorted(["codes.npz", "config.json", "diagnostics.json", "env.json", "evals.json",
+                                        "metrics.json", "train_log.csv"])
+    assert files.loc["metrics.json", "bytes"] == rd.file("metrics.json").stat().st_size
+    other = copy_run(made_run, tmp_path)
+    other.write_json("diagnostics.json", {"mean_abs_u": 0.1, "input_spread": 0.2, "bit_balance": 0.0})
+    with pytest.raises(DataError, match=r"diagnostics.json: key 'distinct_db_codes' is None; expected a number"):
+        other.diagnostics()
+    other.file("metrics.json").unlink()
+    with pytest.raises(DataError, match="metrics.json does not exist"):
+        other.describe()

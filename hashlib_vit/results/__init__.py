@@ -14,7 +14,7 @@ Import arrows: rundir <- collect <- tables <- figures; analysis and reference st
 are imported by name (``from hashlib_vit.results.tables import build_tables``); the run-directory API is
 re-exported here because every run writes one.
 """
-from .rundir import REQUIRED_METRICS, SCHEMA_VERSION, RunDir, find_runs, random_codes_map, read_metrics, run_metrics
+from .rundir import REQUIRED_METRICS, SCHEMA_VERSION, RunCodes, RunDir, find_runs, random_codes_map, read_metrics, run_metrics
 
-__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunDir", "find_runs", "random_codes_map", "read_metrics",
+__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunCodes", "RunDir", "find_runs", "random_codes_map", "read_metrics",
            "run_metrics"]

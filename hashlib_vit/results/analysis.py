@@ -1,10 +1,17 @@
 """What trained codes look like: code statistics and the collapse profile of the losses.
 
 * :func:`query_outputs` — a trained model's continuous outputs ``u`` on the query split (eval mode);
+* :func:`quant_error` — the mean quantization error of a trained model's query outputs;
 * :func:`code_diagnostics` — the statistics a collapse shows first (outputs near 0, independent of the
   input, few distinct codes, constant bits); written to ``diagnostics.json`` by the loss-zoo runner;
 * :func:`collapsed_loss_profile` — each loss on an input-independent model (why pairwise losses can stall);
-* :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes.
+* :func:`collapse_note` / :data:`COLLAPSE_FACTOR` — a run that does not clearly beat random codes;
+* :func:`per_head_map` — mAP of each head's bits of a concatenated code (MGVT's streams);
+* :func:`mgvt_layout` — depth, patches and bits per head of an MGVT model;
+* :func:`parameter_counts` — parameters per module of a model, and how many are new;
+* :func:`aem_at_init` — AE-ViT equals the plain ViT at initialisation (and what AEM adds);
+* :func:`codebook_distances` — distances between OrthoHash's fixed class codes;
+* :func:`init_output_spread` — how much a model's output depends on its input at initialisation.
 """
 from __future__ import annotations
 
@@ -68,6 +75,168 @@ def code_diagnostics(result, max_items: int = 2000) -> dict:
             "bit_balance": round(float(np.abs(db.astype(np.float64).mean(0)).mean()), 4)}
 
 
+def quant_error(result, max_items: int | None = None) -> float:
+    """Mean quantization error ``2 (1 - cos(u, sgn u))`` of the trained model's continuous outputs on the
+    query split (:func:`query_outputs`, eval mode), in [0, 2): 0 when every output points at a hypercube
+    vertex, about 0.40 for Gaussian outputs (OrthoHash, Hoe et al. NeurIPS 2021, §3.3;
+    :func:`hashlib_vit.losses.orthohash.quantization_error`)."""
+    from ..losses.orthohash import quantization_error
+
+    return float(quantization_error(query_outputs(result, max_items)).mean())
+
+
+def per_head_map(codes, widths, names=None, *, rest: str | None = "all local", topk=None):
+    """mAP of each slice of a concatenated code (e.g. MGVT's ``[h_g; h_l^1; ..; h_l^G]``, TransHash §3.2),
+    of all slices but the first (``rest``; None: no such row) and of the full code.
+
+    ``codes``: :class:`~.rundir.RunCodes` (or a 4-tuple query codes, database codes, query labels,
+    database labels); ``widths``: bits per head, summing to the code length; ``names``: one per head
+    (default ``global``, ``local 1``, ...); ``topk``: mAP cut-off (None: the whole database). Returns a
+    DataFrame indexed by ``bits used`` with ``n bits`` and ``mAP``. Raises ValueError when the widths do
+    not sum to the code length."""
+    import pandas as pd
+
+    from ..retrieval import map_at_k
+
+    qc, dc, ql, dl = codes
+    topk = None if topk == "all" else topk
+    widths = [int(w) for w in widths]
+    if sum(widths) != qc.shape[1]:
+        raise ValueError(f"widths={widths} sum to {sum(widths)}; the codes have {qc.shape[1]} bits")
+    names = list(names) if names is not None else ["global"] + [f"local {g + 1}" for g in range(len(widths) - 1)]
+    edges = np.cumsum([0] + widths)
+    parts = [(n, a, b) for n, a, b in zip(names, edges[:-1], edges[1:])]
+    if rest and len(widths) > 1:
+        parts.append((rest, widths[0], edges[-1]))
+    if len(widths) > 1:
+        parts.append(("full code", 0, edges[-1]))
+    rows = [{"bits used": n, "n bits": int(b - a), "mAP": map_at_k(qc[:, a:b], dc[:, a:b], ql, dl, topk=topk)}
+            for n, a, b in parts]
+    return pd.DataFrame(rows).set_index("bits used")
+
+
+def mgvt_layout(model) -> dict:
+    """The shape of a TransHash MGVT model (TransHash §3.2) as :func:`~.figures.mgvt_diagram` and
+    :func:`per_head_map` take it: ``depth`` (blocks of the ViT, the last one duplicated into the branches),
+    ``n_patches`` (patch tokens), ``widths`` (bits of the global head, then of each local head, measured
+    from ``HashOutput.heads`` of one forward pass on random images in eval mode), ``groups`` (local heads)
+    and ``local_stream`` (False: the "w/o P" ablation, one head)."""
+    import torch
+
+    vit = model.backbone.model
+    depth = getattr(model, "depth", None) or getattr(getattr(model, "neck", None), "depth", None)
+    was = model.training
+    with torch.no_grad():
+        out = model.eval()(torch.rand(2, 3, model.img_size, model.img_size))
+    model.train(was)
+    widths = [int(h.shape[1]) for h in out.heads]
+    return {"depth": int(depth), "n_patches": int(vit.patch_embed.num_patches), "widths": widths,
+            "groups": len(widths) - 1, "local_stream": len(widths) > 1}
+
+
+def parameter_counts(model) -> "pd.DataFrame":  # noqa: F821
+    """Parameters of each top-level module of a hash model (``model.named_children()``: e.g. the backbone,
+    the neck's branches, the hash layers) and how many of them are new (``model.new_parameters()``: trained
+    from random initialisation, with the head learning rate), plus a ``total`` row. A parameter shared by
+    two modules is counted once, under the first. Returns a DataFrame indexed by ``module`` with
+    ``parameters`` and ``new`` (ints)."""
+    import pandas as pd
+
+    new = {id(p) for p in model.new_parameters()}
+    seen: set[int] = set()
+    rows = []
+    for name, child in model.named_children():
+        ps = [p for p in child.parameters() if id(p) not in seen]
+        seen |= {id(p) for p in ps}
+        if ps:
+            rows.append({"module": name, "parameters": sum(p.numel() for p in ps),
+                         "new": sum(p.numel() for p in ps if id(p) in new)})
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    if rest:
+        rows.append({"module": "(direct)", "parameters": sum(p.numel() for p in rest),
+                     "new": sum(p.numel() for p in rest if id(p) in new)})
+    df = pd.DataFrame(rows).set_index("module")
+    df.loc["total"] = df.sum()
+    return df.astype(int)
+
+
+def aem_at_init(backbone: str, bits: int, aem: str = "all", *, seed: int = 0, n: int = 8) -> dict:
+    """AE-ViT's attention-enhanced module at initialisation (AE-ViT, METHODS.md §3: the gate gamma and the
+    point-wise convolution start at zero): the same ``backbone`` built with ``seed`` without and with AEM
+    (``aem`` branches; ``"off"`` is taken as ``"all"``), both in eval mode on ``n`` random 3-channel images.
+
+    Returns ``max_abs_diff`` (max |u_AE-ViT - u_ViT|: exactly 0.0 when AEM is the identity), ``aem_parameters``
+    (what AEM adds), ``vit_parameters`` (the plain ViT's backbone), ``feature_map`` (``"D x (H, W)"`` of the
+    patch-embedding map AEM works on) and ``patch_embed`` (the module's repr)."""
+    import torch
+
+    from ..models import build_model
+    from ..models.aem import find_aem
+
+    torch.manual_seed(seed)
+    plain = build_model(backbone, bits, img_size=None, aem="off").eval()
+    torch.manual_seed(seed)
+    ae = build_model(backbone, bits, img_size=None, aem="all" if aem == "off" else aem).eval()
+    x = torch.rand(n, 3, ae.img_size, ae.img_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        diff = (ae(x).u - plain(x).u).abs().max().item()
+    module = find_aem(ae)
+    embed = ae.backbone.model.patch_embed
+    return {"max_abs_diff": diff, "aem_parameters": module.extra_parameters(),
+            "vit_parameters": sum(p.numel() for p in plain.backbone.parameters()),
+            "feature_map": f"{module.dim} x {tuple(embed.grid_size)}", "patch_embed": repr(embed)}
+
+
+def codebook_distances(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
+    """Pairwise Hamming distances between the fixed class codes of each codebook method (OrthoHash / SL-ViT,
+    :func:`hashlib_vit.losses.orthohash.make_codebook`): a DataFrame indexed by ``codebook`` with ``min``,
+    ``mean`` and ``max Hamming`` over class pairs, or a ``note`` saying why the method cannot build
+    ``num_classes`` codes of ``bits`` bits."""
+    import pandas as pd
+    import torch
+
+    from ..errors import ConfigError
+    from ..losses.orthohash import make_codebook
+
+    rows = []
+    for method in methods:
+        try:
+            cb = make_codebook(method, num_classes, bits, seed=seed)
+        except (ConfigError, ValueError) as err:
+            rows.append({"codebook": method, "note": str(err)[:100]})
+            continue
+        d = ((bits - cb @ cb.T) / 2)[~torch.eye(num_classes, dtype=torch.bool)]
+        rows.append({"codebook": method, "min Hamming": int(d.min()), "mean Hamming": round(float(d.mean()), 2),
+                     "max Hamming": int(d.max()), "note": ""})
+    return pd.DataFrame(rows).set_index("codebook")
+
+
+def init_output_spread(backbones: dict, images, *, bits: int, head: str = "cls_linear", seed: int = 0):
+    """How much a freshly initialised model's output depends on its input (why pairwise losses can stall
+    from scratch, see :func:`collapsed_loss_profile`): for each ``{backbone name: img_size or None}``,
+    the model built with ``seed``, in eval mode, on ``images`` (float [0, 1], (n, 3, H, W)).
+
+    Returns a DataFrame indexed by backbone with ``mean |u| at init`` and ``input spread at init`` (mean
+    over bits of the std of u across inputs / mean |u|); models whose input size differs from H are left
+    out."""
+    import pandas as pd
+    import torch
+
+    from ..models import build_model
+
+    spread = {}
+    for name, img_size in backbones.items():
+        torch.manual_seed(seed)
+        m = build_model(name, bits=bits, head=head, img_size=img_size).eval()
+        if m.img_size != images.shape[-1]:
+            continue
+        with torch.no_grad():
+            u0 = m(images).u.float()
+        spread[name] = {"mean |u| at init": float(u0.abs().mean()),
+                        "input spread at init": float(u0.std(0).mean() / u0.abs().mean())}
+    return pd.DataFrame(spread).T
+
+
 def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, seed: int = 0,
                            multi_label: bool = False):
     """Each loss on an *input-independent* model: every item gets the same output ``u = c v``.
@@ -109,4 +278,6 @@ def collapsed_loss_profile(losses: list[str], bits: int, labels, scales=None, se
     return pd.DataFrame(rows)
 
 
-__all__ = ["COLLAPSE_FACTOR", "code_diagnostics", "collapse_note", "collapsed_loss_profile", "query_outputs"]
+__all__ = ["COLLAPSE_FACTOR", "aem_at_init", "code_diagnostics", "codebook_distances", "collapse_note",
+           "collapsed_loss_profile", "init_output_spread", "mgvt_layout", "parameter_counts", "per_head_map",
+           "quant_error", "query_outputs"]

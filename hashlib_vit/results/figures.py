@@ -1,12 +1,16 @@
 """Every figure the package draws (matplotlib / seaborn); each function returns the Figure it drew.
 
-* data: :func:`class_samples_grid`; training: :func:`training_curve` (the one training-curve plot of the
-  notebooks), :func:`plot_training_curves` (every run of a results folder, mean ± std over seeds);
+* data: :func:`class_samples_grid`; training: :func:`training_curve` (THE training-curve plot: loss per
+  step or epoch and mAP per evaluation, of one run or several runs / variants; :func:`run_log` reads a
+  run for it; :func:`training_curve_panels`: one per group of runs; :func:`plot_training_curves`: the
+  tables' figure of a whole results folder, one panel per protocol × bits, each a :func:`training_curve`);
 * retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
   recomputed — and :func:`make_figures` (all of them for ``build_tables``);
-* methods: :func:`mgvt_diagram` (TransHash), :func:`plot_aem_maps` (AE-ViT).
+* results of one run or a few: :func:`map_against_random` (trained vs random codes);
+* methods: :func:`mgvt_diagram` and :func:`cauchy_likelihood` (TransHash), :func:`plot_aem_maps` / :func:`aem_maps_of_run` (AE-ViT),
+  :func:`plot_codebooks` (SL-ViT / OrthoHash).
 """
 from __future__ import annotations
 
@@ -160,15 +164,25 @@ def plot_precision_at_n(pn):
 
 
 def plot_training_curves(logs):
-    """Training loss per step of every run in ``logs`` (:func:`collect_training_logs`; mean ± std over
-    seeds), one panel per protocol × bits."""
-    import seaborn as sns
+    """The tables' training-curve figure: :func:`training_curve` once per protocol × bits panel, one line
+    per setting (``method · backbone``), the loss per step averaged over the setting's seeds. ``logs``:
+    :func:`collect_training_logs` of a results folder. Returns the figure."""
+    import matplotlib.pyplot as plt
 
     d = logs.assign(setting=_label(logs))
-    g = sns.relplot(data=d, x="step", y="loss", hue="setting", col="bits", row="protocol", kind="line",
-                    errorbar="sd", height=3, aspect=1.2, facet_kws={"sharey": False})
-    g.figure.suptitle("Training loss per step (mean ± std over seeds)", y=1.03)
-    return g.figure
+    panels = sorted({(str(p), int(b)) for p, b in zip(d["protocol"], d["bits"])})
+    ncol = min(len(panels), 4)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3 * nrow), squeeze=False)
+    for ax, (proto, bits) in zip(axes.flat, panels):
+        sub = d[(d["protocol"].astype(str) == proto) & (d["bits"].astype(int) == bits)]
+        runs = {name: g.groupby("step", as_index=False)["loss"].mean() for name, g in sub.groupby("setting")}
+        training_curve(runs, ax=ax, title=f"{proto} · {bits} bits")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Training loss per step (mean over seeds)", y=1.02)
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig, path: Path) -> Path:
@@ -251,53 +265,200 @@ def _as_log(steps):
     return steps.copy() if isinstance(steps, pd.DataFrame) else pd.DataFrame(list(steps))
 
 
-def training_curve(steps, evals=None, *, columns=("loss",), per_epoch: bool = False, label: str | None = None,
-                   title: str = "training", ax=None, logy: bool = False):
-    """THE training-curve plot: loss per step (raw, faint, and smoothed) or its mean per epoch, and the
-    mAP of the periodic evaluations on a second axis.
+def run_log(run) -> tuple["pd.DataFrame", list[dict], str | None]:  # noqa: F821
+    """``(steps, evals, name)`` of one run for :func:`training_curve`.
 
-    ``steps``: the training log (``RunResult.history["steps"]``, a DataFrame, or a train_log.csv path)
-    with ``step`` (and ``epoch``) and the ``columns`` to draw (e.g. ``["loss", "loss_quant"]``);
-    ``evals``: ``history["evals"]`` (``step``, ``map``) or None; ``per_epoch``: mean per epoch on an
-    epoch axis (for comparing runs); ``label``: legend prefix (several runs on one ``ax``); ``logy``:
-    log-scale loss axis. Returns the figure."""
+    ``run``: a :class:`~.rundir.RunDir` or a run-directory path (its ``train_log()`` and ``curves()``), a
+    :class:`~hashlib_vit.experiment.RunResult` (its ``history``), a train_log.csv path, a DataFrame or a
+    list of per-step dicts (no evaluations). ``name``: the run's method when known, else None."""
+    from .rundir import RunDir
+
+    if isinstance(run, (str, os.PathLike)) and Path(run).is_dir():
+        run = RunDir(run)
+    if isinstance(run, RunDir):
+        name = run.metrics()["method"] if run.completed else run.path.name
+        return run.train_log(), run.curves().to_dict("records"), name
+    if hasattr(run, "history") and hasattr(run, "metrics"):  # a RunResult
+        return _as_log(run.history["steps"]), list(run.history.get("evals") or []), run.metrics.get("method")
+    return _as_log(run), [], None
+
+
+def training_curve(runs, evals=None, *, columns=("loss",), per_epoch: bool = False, label: str | None = None,
+                   title: str = "training", ax=None, logy: bool = False, bound: dict | None = None):
+    """THE training-curve plot: loss per step (raw, faint, and smoothed) or its mean per epoch, and the
+    mAP of the periodic evaluations on a second axis; for one run or several runs / variants on one axes.
+
+    ``runs``: one run as :func:`run_log` takes it (RunDir, run-directory path, RunResult, train_log.csv
+    path, DataFrame, list of per-step dicts), or several as ``{label: run}`` or a list of runs (labelled
+    by their method). The log needs ``step`` (and ``epoch`` for ``per_epoch``) and the ``columns`` to
+    draw (e.g. ``["loss", "loss_quant"]``). ``evals``: evaluations (``step``/``epoch``, ``map``) of a
+    single log given without them (``RunResult.history["evals"]``); runs given as RunDir or RunResult
+    bring their own. ``per_epoch``: mean per epoch on an epoch axis (for comparing runs); ``label``:
+    legend prefix of a single run; ``logy``: log-scale loss axis; ``bound``: ``{name: Series or array}``
+    extra dashed lines on the loss axis (same x as the log, e.g. a bound derived from its columns).
+    Raises ValueError naming a column the log lacks. Returns the figure."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    df = _as_log(steps)
-    missing = [c for c in columns if c not in df]
-    if missing:
-        raise ValueError(f"training log has no column(s) {missing}; it has {list(df.columns)}")
+    several = isinstance(runs, dict) or (isinstance(runs, (list, tuple)) and len(runs) > 0
+                                         and not isinstance(runs[0], dict))
+    items = list(runs.items()) if isinstance(runs, dict) else [(None, r) for r in runs] if several else [(label, runs)]
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3.2))
     else:
         fig = ax.figure
-    prefix = f"{label} " if label else ""
-    for i, col in enumerate(columns):
-        color = None if label else f"C{i}"  # several runs on one axes: matplotlib's colour cycle
-        name = col if len(columns) > 1 or label else "loss"
-        if per_epoch:
-            e = df.groupby("epoch")[col].mean()
-            ax.plot(e.index, e.values, color=color, label=f"{prefix}{name}".strip())
-        else:
-            (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(), color=color,
-                              label=f"{prefix}{name} (smoothed)".strip())
-            ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
-                    label=f"{prefix}{name} (per step)".strip() if not label else None)
+    ax2 = None
+    for k, (name, run) in enumerate(items):
+        df, run_evals, method = run_log(run)
+        run_evals = run_evals or (list(evals) if evals is not None and not several else [])
+        name = name if name is not None else (method if several else None)
+        missing = [c for c in columns if c not in df]
+        if missing:
+            raise ValueError(f"training log has no column(s) {missing}; it has {list(df.columns)}")
+        prefix = f"{name} " if name else ""
+        for i, col in enumerate(columns):
+            color = f"C{k}" if several else (None if name else f"C{i}")
+            text = col if len(columns) > 1 or name else "loss"
+            if per_epoch:
+                e = df.groupby("epoch")[col].mean()
+                (line,) = ax.plot(e.index, e.values, color=color, label=f"{prefix}{text}".strip())
+            else:
+                (line,) = ax.plot(df["step"], df[col].rolling(max(len(df) // 30, 1), min_periods=1).mean(),
+                                  color=color, label=f"{prefix}{text} (smoothed)".strip())
+                ax.plot(df["step"], df[col], alpha=0.3, color=line.get_color(),
+                        label=f"{prefix}{text} (per step)".strip() if not name else None)
+        for bname, values in (bound or {}).items():
+            v = pd.Series(np.asarray(values, dtype=float), index=df.index)
+            x, y = (df["epoch"].unique(), v.groupby(df["epoch"]).mean()) if per_epoch else (df["step"], v)
+            ax.plot(x, y, "k--", lw=1, label=bname)
+        if run_evals:
+            ev = pd.DataFrame(run_evals)
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(ev["epoch" if per_epoch else "step"], ev["map"], "o-",
+                     color=f"C{k}" if several else ("C1" if len(columns) == 1 else "k"),
+                     label=f"{prefix}mAP".strip() if several else "mAP")
     ax.set_xlabel("epoch" if per_epoch else "step")
     ax.set_ylabel("loss")
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    if evals:
-        ev = pd.DataFrame(evals)
-        ax2 = ax.twinx()
-        ax2.plot(ev["epoch" if per_epoch else "step"], ev["map"], "o-", color="C1" if len(columns) == 1 else "k",
-                 label="mAP")
+    if ax2 is not None:
         ax2.set_ylabel("mAP")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left" if evals else "best", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left" if ax2 is not None else "best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _metrics_of(run) -> dict:
+    """metrics of a RunResult, a RunDir / run-directory path, or a metrics dict."""
+    from .rundir import RunDir
+
+    if isinstance(run, dict):
+        return run
+    if hasattr(run, "metrics") and not isinstance(run, RunDir):
+        return run.metrics
+    return RunDir(run).metrics()
+
+
+def map_against_random(runs, *, ax=None, title: str | None = None):
+    """The mAP of trained codes next to the mAP of random codes on the same queries and database (the
+    chance level, metrics ``map_random``): one bar per run, its random level as a dashed tick over it.
+
+    ``runs``: one run (RunResult, RunDir, run-directory path or metrics dict) or ``{label: run}`` (a
+    single run is labelled by its method). Raises ValueError naming a run without ``map_random``.
+    Returns the figure; the y axis is mAP in [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    items = runs.items() if isinstance(runs, dict) and "map" not in runs else [(None, runs)]
+    names, maps, rand = [], [], []
+    for name, run in items:
+        m = _metrics_of(run)
+        if m.get("map_random") is None:
+            raise ValueError(f"run {name or m.get('method')!r} has no 'map_random' in its metrics (random-codes level)")
+        names.append(name if name is not None else str(m["method"]))
+        maps.append(float(m["map"]))
+        rand.append(float(m["map_random"]))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3))
+    else:
+        fig = ax.figure
+    x = np.arange(len(names))
+    ax.bar(x, maps, color="C0", label="trained codes")
+    ax.hlines(rand, x - 0.4, x + 0.4, colors="k", linestyles="--", lw=1.5, label="random codes")
+    for i, (v, r) in enumerate(zip(maps, rand)):
+        ax.annotate(f"{v:.3f}\n({v / r:.1f}x)" if r > 0 else f"{v:.3f}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names, rotation=0 if len(names) < 4 else 30)
+    ax.set(ylim=(0, 1.1), ylabel="mAP", title=title or "trained vs random codes")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def cauchy_likelihood(bits: int, gammas=(5, 10, 20), used: float | None = None):
+    """TransHash's Cauchy similarity probability ``P(similar | D) = gamma / (gamma + D)`` (DCH, Cao et al.
+    CVPR 2018, eq. 6; TransHash §3.3) against the Hamming distance D of ``bits``-bit codes, for each
+    ``gammas`` (``used`` marked), next to the sigmoid likelihood of ±1 codes ``sigmoid(0.5 (K - 2D))``
+    (DPSH/DHN; the ablation "w/o C"). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    d = np.linspace(0, bits, 200)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for g in gammas:
+        ax.plot(d, g / (g + d), label=f"Cauchy, γ={g:g}" + (" (used)" if used is not None and g == used else ""))
+    ax.plot(d, 1 / (1 + np.exp(-0.5 * (bits - 2 * d))), "k--", label="sigmoid(0.5·h_i·h_j), ±1 codes (w/o C)")
+    ax.set(xlabel=f"Hamming distance D between {bits}-bit codes", ylabel="P(similar | D)", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_codebooks(num_classes: int, bits: int, methods=("bernoulli", "hadamard", "maxhd"), seed: int = 0):
+    """The fixed ±1 class codes of OrthoHash / SL-ViT (:func:`hashlib_vit.losses.orthohash.make_codebook`),
+    one heat map (class x bit) per method; a method that cannot build ``num_classes`` x ``bits`` codes
+    (e.g. Hadamard needs 2b >= C) gets an empty panel titled "not available". Distances:
+    :func:`~.analysis.codebook_distances`. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from ..errors import ConfigError
+    from ..losses.orthohash import make_codebook
+
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.7 * len(methods), 2.6), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        try:
+            cb = make_codebook(method, num_classes, bits, seed=seed)
+        except (ConfigError, ValueError):
+            ax.set_axis_off()
+            ax.set_title(f"{method}: not available")
+            continue
+        ax.imshow(cb.numpy(), cmap="coolwarm", aspect="auto", interpolation="nearest")
+        ax.set(title=method, xlabel="bit", ylabel="class")
+    fig.tight_layout()
+    return fig
+
+
+def training_curve_panels(runs, panel: str = "method", label: str = "bits", *, per_epoch: bool = True,
+                          ncols: int = 4, columns=("loss",)):
+    """:func:`training_curve` once per panel: the runs of a :func:`~.collect.collect` frame (its ``run_dir``
+    column) grouped by ``panel`` (one axes each, in order of appearance), one line per value of ``label``
+    (e.g. the code length) — several runs / variants side by side. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    for col in (panel, label, "run_dir"):
+        if col not in runs:
+            raise ValueError(f"runs have no column {col!r}; they have {list(runs.columns)}")
+    names = list(dict.fromkeys(runs[panel]))
+    ncol = max(min(len(names), ncols), 1)
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        sub = runs[runs[panel] == name]
+        suffix = "b" if label == "bits" else ""
+        training_curve({f"{v}{suffix}": rd for v, rd in zip(sub[label], sub["run_dir"])}, per_epoch=per_epoch,
+                       columns=columns, ax=ax, title=str(name))
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -456,6 +617,22 @@ def plot_aem_maps(model, images, titles=None):
     return fig
 
 
-__all__ = ["class_samples_grid", "collect_curves", "collect_training_logs", "curves_of", "make_figures", "map_vs_bits",
-           "mgvt_diagram", "plot_aem_maps", "plot_pr_curves", "plot_precision_at_n", "plot_training_curves",
-           "retrieval_grid", "run_curves", "search_result_grid", "training_curve"]
+def aem_maps_of_run(result, n_show: int = 6, seed: int = 0):
+    """:func:`plot_aem_maps` of a trained AE-ViT run (``result``: a RunResult) on ``n_show`` query images
+    drawn with ``seed``, passed through the run's evaluation transform, titled with their class names.
+    Returns the figure."""
+    import torch
+
+    from ..data import protocol_transforms
+
+    data = result.data
+    _, ev_tf = protocol_transforms(data.protocol, result.model.img_size)  # the run's evaluation transform
+    pick = np.random.default_rng(seed).choice(len(data.query), size=min(n_show, len(data.query)), replace=False)
+    images = ev_tf(data.query.images[torch.as_tensor(pick)], train=False)
+    return plot_aem_maps(result.model, images, titles=[data.class_names[c] for c in data.query.classes[pick]])
+
+
+__all__ = ["aem_maps_of_run", "cauchy_likelihood", "class_samples_grid", "collect_curves", "collect_training_logs",
+           "curves_of", "make_figures", "map_against_random", "map_vs_bits", "mgvt_diagram", "plot_aem_maps",
+           "plot_codebooks", "plot_pr_curves", "plot_precision_at_n", "plot_training_curves", "retrieval_grid",
+           "run_curves", "run_log", "search_result_grid", "training_curve", "training_curve_panels"]

@@ -27,6 +27,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -112,11 +113,23 @@ def read_metrics(path: str | os.PathLike) -> dict:
     return m
 
 
+_CODE_KEYS = ("query_codes", "db_codes", "query_labels", "db_labels")
+
+
+class RunCodes(NamedTuple):
+    """The codes of a run (:meth:`RunDir.codes`): int8 ±1 codes (n, b) and their labels."""
+
+    query_codes: np.ndarray
+    db_codes: np.ndarray
+    query_labels: np.ndarray
+    db_labels: np.ndarray
+
+
 class RunDir:
     """One run directory (see the module docstring); writes are atomic (temp file, then rename)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: "str | os.PathLike | RunDir"):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
 
     def file(self, name: str) -> Path:
         """The path of ``name`` inside the run directory."""
@@ -189,6 +202,197 @@ class RunDir:
         """env.json: versions, device, git commit, split checksums."""
         return self.read_json("env.json")
 
+    # ------------------------------------------------------------------------- readers for notebooks
+    def codes(self) -> RunCodes:
+        """The run's final codes and labels from ``codes.npz``, checked.
+
+        Returns :class:`RunCodes`: ``query_codes`` (n_q, b) and ``db_codes`` (n_db, b) int8 in {-1, +1},
+        ``query_labels``/``db_labels`` (n, C) multi-hot or (n,) class indices, as the run wrote them
+        (:meth:`write_codes`). Raises DataError naming codes.npz and the field when the file is missing or
+        not an npz, a key is missing, codes are not 2-D int8 ±1, the two code lengths differ, labels and
+        codes disagree in rows, or the code length / numbers of items disagree with metrics.json."""
+        p = self.file("codes.npz")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise DataError(f"{p} does not exist (the run was made with save_codes=False, or is not complete)") from None
+        except (ValueError, OSError) as e:
+            raise DataError(f"{p} is not a readable .npz file: {e}") from None
+        missing = [k for k in _CODE_KEYS if k not in arrays]
+        if missing:
+            raise DataError(f"{p}: key(s) {missing} missing; found {sorted(arrays)}, expected {list(_CODE_KEYS)}")
+        for k in ("query_codes", "db_codes"):
+            a = arrays[k]
+            if a.ndim != 2 or a.dtype != np.int8:
+                raise DataError(f"{p}: {k!r} is {a.dtype} with shape {a.shape}; expected a 2-D int8 array (n, bits)")
+            bad = a[(a != 1) & (a != -1)]
+            if bad.size:
+                raise DataError(f"{p}: {k!r} holds {int(bad[0])}; expected only -1 and +1")
+        q, d = arrays["query_codes"], arrays["db_codes"]
+        if q.shape[1] != d.shape[1]:
+            raise DataError(f"{p}: 'query_codes' have {q.shape[1]} bits but 'db_codes' {d.shape[1]}; expected equal")
+        for codes_key, labels_key in (("query_codes", "query_labels"), ("db_codes", "db_labels")):
+            if len(arrays[labels_key]) != len(arrays[codes_key]):
+                raise DataError(f"{p}: {labels_key!r} has {len(arrays[labels_key])} rows but {codes_key!r} has "
+                                f"{len(arrays[codes_key])}; expected one label row per code")
+        if self.completed:
+            m = self.metrics()
+            for what, found, key in (("bits", q.shape[1], "bits"), ("query items", len(q), "n_query"),
+                                     ("database items", len(d), "n_database")):
+                if key in m and m[key] != found:
+                    raise DataError(f"{p}: {found} {what}, but metrics.json says {key}={m[key]}; the files are "
+                                    f"from different runs")
+        return RunCodes(**{k: arrays[k] for k in _CODE_KEYS})
+
+    def data(self, data_root: str | os.PathLike | None = None, **data_options):
+        """The run's protocol splits rebuilt from config.json (protocol, data_root, split_seed, data_options),
+        checked against the split checksums that env.json recorded.
+
+        ``data_root`` / ``data_options``: where the data lies on this machine, when it moved (the options
+        are merged over the recorded ones). Returns a :class:`~hashlib_vit.data.ProtocolData`. Raises
+        DataError naming env.json and the split when a rebuilt split's sha256 differs from the recorded one
+        (another data set, seed or list file), or when env.json records no checksums."""
+        from ..data import get_protocol
+
+        cfg = self.config()
+        recorded = self.env().get("split_checksums")
+        if not isinstance(recorded, dict) or not recorded:
+            raise DataError(f"{self.file('env.json')}: key 'split_checksums' is {recorded!r}; expected the sha256 of "
+                            "every split (written by run_experiment)")
+        root = cfg.get("data_root") if data_root is None else data_root
+        options = {**(cfg.get("data_options") or {}), **data_options}
+        data = get_protocol(cfg["protocol"]).load(root, seed=cfg.get("split_seed", 0), **options)
+        for split, want in recorded.items():
+            got = data.checksums.get(split)
+            if got != want:
+                raise DataError(f"{self.file('env.json')}: split {split!r} of protocol {cfg['protocol']!r} "
+                                f"(data_root={root!r}, split_seed={cfg.get('split_seed', 0)}) rebuilds with sha256 "
+                                f"{got}; the run recorded {want}: this is not the data the run used")
+        return data
+
+    def evals(self) -> list[dict]:
+        """evals.json: the periodic evaluations, a list of ``{"epoch", "step", "map"}`` (an empty list when
+        the run evaluated only at the end). Raises DataError naming the file and the entry when one lacks a
+        key or holds a non-number."""
+        if not self.file("evals.json").is_file():
+            return []
+        evals = self.read_json("evals.json")
+        where = self.file("evals.json")
+        if not isinstance(evals, list):
+            raise DataError(f"{where}: holds {type(evals).__name__}; expected a list of evaluations")
+        for i, e in enumerate(evals):
+            for key, types in (("epoch", int), ("step", int), ("map", _NUMBER)):
+                v = e.get(key) if isinstance(e, dict) else None
+                if not isinstance(v, types) or isinstance(v, bool):
+                    raise DataError(f"{where}: entry {i} key {key!r} is {v!r}; expected a number")
+        return evals
+
+    def curves(self) -> "pd.DataFrame":  # noqa: F821
+        """The evaluations per epoch as a DataFrame with columns ``epoch`` (int), ``step`` (int), ``map``
+        (float) and ``source`` (``evals.json`` for periodic evaluations, ``metrics.json`` for the final one
+        when it is not already there); sorted by epoch. mAP@K with the run's K (metrics ``topk``)."""
+        import pandas as pd
+
+        rows = [{**e, "source": "evals.json"} for e in self.evals()]
+        if self.completed:
+            m = self.metrics()
+            if not any(r["epoch"] == m["epochs"] for r in rows):
+                log = self.train_log() if self._log_path() else None
+                step = int(log["step"].iloc[-1]) if log is not None and len(log) else 0
+                rows.append({"epoch": m["epochs"], "step": step, "map": float(m["map"]), "source": "metrics.json"})
+        df = pd.DataFrame(rows, columns=["epoch", "step", "map", "source"])
+        return df.astype({"epoch": "int64", "step": "int64", "map": "float64"}).sort_values("epoch").reset_index(drop=True)
+
+    def _log_path(self) -> Path | None:
+        for name in ("train_log.csv", "train_log.csv.gz"):  # archived runs keep a compressed copy
+            if self.file(name).is_file() and self.file(name).stat().st_size > 0:
+                return self.file(name)
+        return None
+
+    def train_log(self) -> "pd.DataFrame":  # noqa: F821
+        """train_log.csv (or train_log.csv.gz) as a DataFrame, one row per training step: ``step`` and
+        ``epoch`` int64, every other column (``loss``, ``loss_<part>``, ``lr``, ``grad_norm``, ``time_s``,
+        ``images_per_s``) float64 (empty cells: NaN). Raises DataError naming the file and the column when
+        the file is missing, lacks ``step``/``epoch``/``loss``, or holds a non-number."""
+        import pandas as pd
+
+        p = self._log_path()
+        if p is None:
+            raise DataError(f"{self.file('train_log.csv')} does not exist or is empty (a training-free run "
+                            "has no training log)")
+        log = pd.read_csv(p)
+        missing = [c for c in ("step", "epoch", "loss") if c not in log]
+        if missing:
+            raise DataError(f"{p}: column(s) {missing} missing; found {list(log.columns)}")
+        for col in log.columns:
+            values = pd.to_numeric(log[col], errors="coerce")
+            bad = values.isna() & log[col].notna()
+            if bad.any():
+                raise DataError(f"{p}: column {col!r} holds {log[col][bad].iloc[0]!r} (line {int(bad.idxmax()) + 2}); "
+                                "expected a number")
+            log[col] = values.astype("int64" if col in ("step", "epoch") else "float64")
+        return log
+
+    def diagnostics(self) -> dict:
+        """diagnostics.json (runs made with ``code_stats=True``): :func:`~.analysis.code_diagnostics` of the
+        final model. Raises DataError naming the file and the key when one is missing or not a number."""
+        d = self.read_json("diagnostics.json")
+        for key in ("mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"):
+            v = d.get(key) if isinstance(d, dict) else None
+            if not isinstance(v, _NUMBER) or isinstance(v, bool):
+                raise DataError(f"{self.file('diagnostics.json')}: key {key!r} is {v!r}; expected a number")
+        return d
+
+    def files(self) -> "pd.DataFrame":  # noqa: F821
+        """What the run directory holds: ``name`` and ``bytes`` of every file (folders end in ``/`` with
+        bytes NaN), sorted by name."""
+        import pandas as pd
+
+        rows = [{"name": p.name + ("/" if p.is_dir() else ""), "bytes": p.stat().st_size if p.is_file() else None}
+                for p in sorted(self.path.iterdir())]
+        return pd.DataFrame(rows, columns=["name", "bytes"]).set_index("name")
+
+    def summary(self) -> dict:
+        """The facts :meth:`describe` prints, as a dict: method, backbone, weights (source and name),
+        pretrained, bits, protocol, n_query, n_database, topk, epochs, steps, train_time_s, device, map,
+        map_random (the random-codes level), map_ratio. Reads metrics.json (validated), env.json and the
+        training log when present; DataError when the run is not complete."""
+        m = self.metrics()
+        env = self.env() if self.file("env.json").is_file() else {}
+        log = self.train_log() if self._log_path() else None
+        w = m.get("weights") or {}
+        rnd = m.get("map_random")
+        return {"method": m["method"], "backbone": m["backbone"],
+                "weights": f"{w.get('source', 'none')}" + (f" ({w['name']})" if w.get("name") else ""),
+                "pretrained": m["pretrained"], "bits": m["bits"], "protocol": m["protocol"],
+                "n_query": m.get("n_query"), "n_database": m.get("n_database"), "topk": m["topk"],
+                "epochs": m["epochs"], "steps": int(log["step"].iloc[-1]) if log is not None and len(log) else 0,
+                "train_time_s": m.get("train_time_s"), "device": m.get("device") or env.get("device"),
+                "map": m["map"], "map_random": rnd,
+                "map_ratio": m["map"] / rnd if isinstance(rnd, _NUMBER) and rnd > 0 else None}
+
+    def describe(self) -> str:
+        """A short human summary of a completed run (see :meth:`summary`), e.g.::
+
+            csq: vit32_test (weights: none (vit32_test), from scratch), 8 bits, protocol digits
+            100 queries, 1,697 database items; 2 epochs, 32 steps in 6.9 s on cpu
+            mAP@all 0.103 (random codes 0.103, 1.0x)
+        """
+        s = self.summary()
+        t = "?" if s["train_time_s"] is None else f"{s['train_time_s']:.1f} s"
+        n = lambda v: "?" if v is None else f"{v:,}"  # noqa: E731
+        ratio = "" if s["map_ratio"] is None else f", {s['map_ratio']:.1f}x"
+        rnd = "?" if s["map_random"] is None else f"{s['map_random']:.3f}"
+        return (f"{s['method']}: {s['backbone']} (weights: {s['weights']}, "
+                f"{'pretrained' if s['pretrained'] else 'from scratch'}), {s['bits']} bits, protocol {s['protocol']}\n"
+                f"{n(s['n_query'])} queries, {n(s['n_database'])} database items; {s['epochs']} epochs, "
+                f"{s['steps']:,} steps in {t} on {s['device']}\n"
+                f"mAP@{s['topk']} {s['map']:.3f} (random codes {rnd}{ratio})")
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
 
 def find_runs(root: str | os.PathLike) -> list[RunDir]:
     """Every completed run directory (one holding metrics.json) below `root`, sorted by path."""
@@ -238,5 +442,5 @@ def run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev: dict,
     }
 
 
-__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunDir", "check_curves", "find_runs", "random_codes_map",
+__all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunCodes", "RunDir", "check_curves", "find_runs", "random_codes_map",
            "read_metrics", "run_metrics", "validate_metrics"]

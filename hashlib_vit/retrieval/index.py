@@ -44,6 +44,33 @@ class SearchResult:
     distances: np.ndarray
     labels: np.ndarray | None = None
 
+    def relevant(self, query_labels) -> np.ndarray:
+        """(Q, k) bool: result j of query i shares a label with it (multi-hot labels (Q, C): a common
+        label; class indices (Q,): the same class); missing results (id -1) are not relevant.
+        Raises DataError when the index holds no labels or the query labels do not fit them."""
+        if self.labels is None:
+            raise DataError("this search result has no labels: build the index with labels= to judge relevance")
+        ql = np.asarray(query_labels)
+        if len(ql) != len(self.ids):
+            raise DataError(f"query_labels have {len(ql)} rows but the search has {len(self.ids)} queries")
+        if self.labels.ndim == 3:
+            if ql.ndim != 2 or ql.shape[1] != self.labels.shape[2]:
+                raise DataError(f"query_labels have shape {ql.shape}; expected (Q, {self.labels.shape[2]}) multi-hot "
+                                "like the index's labels")
+            rel = (self.labels * ql[:, None, :]).sum(-1) > 0
+        else:
+            rel = self.labels == ql.reshape(len(ql), 1)
+        return rel & (self.ids >= 0)
+
+    def average_precision(self, query_labels) -> np.ndarray:
+        """(Q,) float64 AP@k of each query from its top-k results: the mean of precision@j over the ranks j
+        of the relevant results, normalised by the relevant items retrieved (0 when none); for an exact
+        (flat) index its mean is the evaluator's mAP@k (:func:`hashlib_vit.retrieval.map_at_k`, topk=k)."""
+        rel = self.relevant(query_labels)
+        hits = np.cumsum(rel, axis=1)
+        k = rel.shape[1]
+        return (rel * hits / np.arange(1, k + 1)).sum(1) / np.maximum(rel.sum(1), 1)
+
 
 class HashIndex:
     """A faiss binary index over packed codes, with labels kept alongside for the search API."""
@@ -254,4 +281,71 @@ def search_images(model, images, index: HashIndex, k: int, *, batch_size: int = 
     return index.search(np.concatenate(codes), k)
 
 
-__all__ = ["HashIndex", "SearchResult", "search_images", "KINDS"]
+# ----------------------------------------------------------------------------- exact vs approximate search
+def clustered_codes(n: int, bits: int, *, centers: np.ndarray | None = None, n_centers: int = 100,
+                    flip: float = 0.1, seed: int = 0) -> np.ndarray:
+    """``n`` synthetic ±1 codes (int8, (n, bits)) around random centres (``n_centers`` of them, or the
+    given ``centers`` (m, bits)), each bit flipped with probability ``flip``: a database with the cluster
+    structure of trained codes, for timing indexes at sizes no data set here has."""
+    rng = np.random.default_rng(seed)
+    if centers is None:
+        centers = np.where(rng.random((n_centers, bits)) < 0.5, -1, 1).astype(np.int8)
+    c = centers[rng.integers(0, len(centers), n)]
+    return np.where(rng.random(c.shape, dtype=np.float32) < flip, -c, c).astype(np.int8)
+
+
+def distance_recall(approx_distances: np.ndarray, exact_distances: np.ndarray) -> float:
+    """Recall of an approximate top-k by distance: the share of the exact top-k's Hamming distances
+    (as a multiset per query) that the approximate top-k also found; missing results (-1) count as
+    misses. Ties make ids ambiguous, distances are not. Returns a float in [0, 1]."""
+    a, e = np.asarray(approx_distances), np.asarray(exact_distances)
+    if a.shape != e.shape:
+        raise DataError(f"approx_distances have shape {a.shape} but exact_distances {e.shape}; expected equal")
+    hi = int(max(a.max(initial=0), e.max(initial=0))) + 1
+    hits = 0
+    for x, y in zip(a, e):  # per query: the multiset intersection of distances
+        hits += int(np.minimum(np.bincount(x[x >= 0], minlength=hi), np.bincount(y, minlength=hi)).sum())
+    return hits / e.size if e.size else 1.0
+
+
+def benchmark_search(sizes, bits: int, *, n_queries: int = 200, k: int = 10, kinds=KINDS, nprobe: int = 8,
+                     hnsw_m: int = 16, ef_search: int = 64, seed: int = 0) -> "pd.DataFrame":  # noqa: F821
+    """Time exact (flat) against approximate (IVF with nlist = sqrt(n), HNSW) binary search on synthetic
+    clustered codes (:func:`clustered_codes`, 100 centres, 10 % flipped bits) of each database size in
+    ``sizes``, ``n_queries`` queries from the same clusters, top ``k``.
+
+    Returns a DataFrame with one row per (size, index): ``database`` (n), ``index`` (kind), ``build_s``
+    and ``search_s`` (wall seconds), ``queries_per_s`` and ``recall`` (:func:`distance_recall` against the
+    flat index of the same database; 1.0 for flat). Raises ConfigError for an unknown kind."""
+    import time
+
+    import pandas as pd
+
+    bad = [kd for kd in kinds if kd not in KINDS]
+    if bad:
+        raise ConfigError(f"kinds={list(kinds)} names unknown index(es) {bad}; allowed: {', '.join(KINDS)}")
+    centers = clustered_codes(100, bits, centers=None, n_centers=100, flip=0.0, seed=seed)
+    queries = clustered_codes(n_queries, bits, centers=centers, seed=seed + 1)
+    rows = []
+    for n in sizes:
+        db = clustered_codes(int(n), bits, centers=centers, seed=seed + 2)
+        exact = None
+        for kind in ["flat"] + [kd for kd in kinds if kd != "flat"]:
+            opts = {"ivf": dict(nlist=max(1, int(np.sqrt(n))), nprobe=nprobe),
+                    "hnsw": dict(hnsw_m=hnsw_m, ef_search=ef_search)}.get(kind, {})
+            t0 = time.perf_counter()
+            index = HashIndex.from_codes(db, kind=kind, **opts)
+            build = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = index.search(queries, k)
+            search = time.perf_counter() - t0
+            exact = res.distances if kind == "flat" else exact
+            if kind in kinds:
+                rows.append(dict(database=int(n), index=kind, build_s=build, search_s=search,
+                                 queries_per_s=len(queries) / max(search, 1e-12),
+                                 recall=distance_recall(res.distances, exact)))
+    return pd.DataFrame(rows)
+
+
+__all__ = ["HashIndex", "KINDS", "SearchResult", "benchmark_search", "clustered_codes", "distance_recall",
+           "search_images"]
