@@ -71,13 +71,13 @@ def test_quant_error_is_zero_at_a_vertex():
     data = get_protocol("digits").load(None, seed=0)
     model = build_model("vit32_test", bits=8)
     with torch.no_grad():  # every output is ±0.1 in each bit: a hypercube vertex direction
-        model.head.fc.weight.zero_()
-        model.head.fc.bias.copy_(torch.tensor([0.1, -0.1] * 4))
+        model.hash_layers[0].fc.weight.zero_()
+        model.hash_layers[0].fc.bias.copy_(torch.tensor([0.1, -0.1] * 4))
     db = np.tile(np.array([1, -1] * 4, dtype=np.int8), (len(data.database), 1))
     assert analysis.quant_error(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None),
                                 max_items=100) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():  # one bit at 0.1, the others at 0.1/7: cos = (0.1 + 7 * 0.1/7) / (sqrt(8) * |u|)
-        model.head.fc.bias.copy_(torch.tensor([0.1] + [0.1 / 7] * 7))
+        model.hash_layers[0].fc.bias.copy_(torch.tensor([0.1] + [0.1 / 7] * 7))
     u = torch.tensor([0.1] + [0.1 / 7] * 7)
     cos = float(u.sum() / (np.sqrt(8) * u.norm()))
     q = analysis.quant_error(RunResult(RunConfig(), {}, {}, model, data, db[:100], db, None), max_items=100)
