@@ -102,12 +102,7 @@ def test_one_host_transfer_per_flush(monkeypatch):
             return original(self, *a, **k)
         return wrapper
 
-    seed_everything(0)
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(40) % 4
-    split = Split(torch.randint(0, 256, (40, 3, 32, 32), generator=g, dtype=torch.uint8),
-                  torch.nn.functional.one_hot(y, 4).float())
-    batches = TensorBatches(split, 8, TensorTransform(32), train=True, seed=0)  # 5 steps per epoch
+    batches = _batches(40, generator_seed=0)  # 5 steps per epoch
     model, loss = build_model("vit32_test", 8, "cls_linear"), build_loss("dpsh", 8, 4)
     cfg = TrainConfig(epochs=2, batch_size=8, warmup_steps=1, grad_clip=1.0, log_every_steps=5)
     for name in ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__"):
@@ -121,12 +116,7 @@ def test_one_host_transfer_per_flush(monkeypatch):
 
 
 def test_flush_points_write_the_log_before_checkpoints_and_at_max_steps(tmp_path):
-    seed_everything(0)
-    g = torch.Generator().manual_seed(1)
-    y = torch.arange(48) % 4
-    split = Split(torch.randint(0, 256, (48, 3, 32, 32), generator=g, dtype=torch.uint8),
-                  torch.nn.functional.one_hot(y, 4).float())
-    batches = TensorBatches(split, 8, TensorTransform(32), train=True, seed=0)  # 6 steps per epoch
+    batches = _batches(48, generator_seed=1)  # 6 steps per epoch
     seen = []
 
     class Spy(StepLog):
@@ -162,3 +152,12 @@ def test_log_every_steps_is_validated():
         TrainConfig(log_every_steps=0).validate()
     with pytest.raises(ConfigError, match="log_every_steps=2.5"):
         TrainConfig(log_every_steps=2.5).validate()
+
+
+def _batches(n: int, generator_seed: int) -> TensorBatches:
+    """Seeds everything, then n random 32-px images of 4 classes in batches of 8."""
+    seed_everything(0)
+    g = torch.Generator().manual_seed(generator_seed)
+    split = Split(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+                  torch.nn.functional.one_hot(torch.arange(n) % 4, 4).float())
+    return TensorBatches(split, 8, TensorTransform(32), train=True, seed=0)

@@ -9,8 +9,6 @@ similar when they share at least one label.
 """
 from __future__ import annotations
 
-import torch
-
 from ..errors import ConfigError
 from .base import LossResult, PairwiseLoss
 

@@ -134,7 +134,6 @@ def paper_comparison_table(runs, reference=None, *, select: str = "matched", dig
         return pd.DataFrame()
     ref = reference_results() if reference is None else reference
     agg = aggregate(runs)
-    keys = row_keys(runs)
     cols = sorted({(p, b) for p, b in zip(agg["protocol"], agg["bits"])}, key=lambda x: (x[0], x[1]))
     ours_keys = {method_key(x) for col in ("method", "loss") if col in runs for x in runs[col].dropna().unique()}
     cand = ref.iloc[0:0]

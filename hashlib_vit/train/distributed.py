@@ -53,7 +53,7 @@ def init_distributed(device_type: str = "auto") -> DistInfo:
     world = env_world_size()
     if world <= 1:
         return SINGLE
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_type in ("auto", "cuda")
         if use_cuda:
