@@ -242,7 +242,7 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
                         chunk: int = DEFAULT_CHUNK, progress: bool = False) -> FeatureCache:
     """Open the cache of ``(model, n, split, views, ...)`` or build it (see the module docstring).
 
-    ``model``: a HashModel / MGVT / HCLHashModel; ``n``: its number of frozen blocks (>= 1); ``split``:
+    ``model``: a HashModel (any neck: cls, tokens, hcl, mgvt); ``n``: its number of frozen blocks (>= 1); ``split``:
     the training :class:`~hashlib_vit.data.Split` or ``FileSplit``; ``split_checksum``: its checksum
     (``ProtocolData.checksums["train"]``). ``device``: where the images go for the prefix forward
     (default: the device of the model's parameters). Returns a :class:`FeatureCache` (tokens float16
