@@ -71,21 +71,19 @@ def collect_curves(runs) -> tuple["pd.DataFrame", "pd.DataFrame", list[str]]:  #
 
 
 def collect_training_logs(runs, max_points: int = 400) -> "pd.DataFrame":  # noqa: F821
-    """Every run's train_log.csv[.gz] (step, loss, ...) with its row keys; thinned to ``max_points`` per run."""
+    """Every run's training log (:meth:`RunDir.train_log`: step, epoch, loss) with its row keys; thinned to
+    ``max_points`` per run."""
     import pandas as pd
+
+    from .rundir import RunDir
 
     frames = []
     keys = [k for k in row_keys(runs) + ["protocol", "bits", "seed", "run_dir"] if k in runs]
     for _, r in runs.iterrows():
-        # train_log.csv as written by the run, or train_log.csv.gz (archived runs keep a compressed copy)
-        p = next((q for q in (Path(r["run_dir"]) / n for n in ("train_log.csv", "train_log.csv.gz"))
-                  if q.is_file() and q.stat().st_size > 0), None)
-        if p is None:
+        rd = RunDir(r["run_dir"])
+        if rd.log_path() is None:  # a training-free run has no training log
             continue
-        log = pd.read_csv(p)
-        if "loss" not in log or "step" not in log:
-            continue
-        log = log[["step", "epoch", "loss"] if "epoch" in log else ["step", "loss"]]
+        log = rd.train_log()[["step", "epoch", "loss"]]  # the checked reader (DataError naming the file)
         if len(log) > max_points:  # smooth, then thin, so long runs stay readable
             log = log.assign(loss=log["loss"].rolling(max(len(log) // max_points, 1), min_periods=1).mean())
             log = log.iloc[np.linspace(0, len(log) - 1, max_points).astype(int)]

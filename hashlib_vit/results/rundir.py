@@ -298,13 +298,15 @@ class RunDir:
         if self.completed:
             m = self.metrics()
             if not any(r["epoch"] == m["epochs"] for r in rows):
-                log = self.train_log() if self._log_path() else None
+                log = self.train_log() if self.log_path() else None
                 step = int(log["step"].iloc[-1]) if log is not None and len(log) else 0
                 rows.append({"epoch": m["epochs"], "step": step, "map": float(m["map"]), "source": "metrics.json"})
         df = pd.DataFrame(rows, columns=["epoch", "step", "map", "source"])
         return df.astype({"epoch": "int64", "step": "int64", "map": "float64"}).sort_values("epoch").reset_index(drop=True)
 
-    def _log_path(self) -> Path | None:
+    def log_path(self) -> Path | None:
+        """The run's non-empty training log: train_log.csv, or train_log.csv.gz (archived runs keep a
+        compressed copy); None when there is neither (a training-free run, or one that never stepped)."""
         for name in ("train_log.csv", "train_log.csv.gz"):  # archived runs keep a compressed copy
             if self.file(name).is_file() and self.file(name).stat().st_size > 0:
                 return self.file(name)
@@ -317,7 +319,7 @@ class RunDir:
         the file is missing, lacks ``step``/``epoch``/``loss``, or holds a non-number."""
         import pandas as pd
 
-        p = self._log_path()
+        p = self.log_path()
         if p is None:
             raise DataError(f"{self.file('train_log.csv')} does not exist or is empty (a training-free run "
                             "has no training log)")
@@ -360,7 +362,7 @@ class RunDir:
         training log when present; DataError when the run is not complete."""
         m = self.metrics()
         env = self.env() if self.file("env.json").is_file() else {}
-        log = self.train_log() if self._log_path() else None
+        log = self.train_log() if self.log_path() else None
         w = m.get("weights") or {}
         rnd = m.get("map_random")
         return {"method": m["method"], "backbone": m["backbone"],
