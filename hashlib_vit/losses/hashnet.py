@@ -77,5 +77,4 @@ class HashNetLoss(PairwiseLoss):
         ip = self.alpha * (z @ other.T)
         w = balanced_pair_weights(s, mask)
         pair = (w * (F.softplus(ip) - s * ip))[mask].sum() / mask.sum().clamp_min(1)
-        beta_t = torch.full((), float(beta), dtype=torch.float64, device=pair.device)  # a fill, no host copy
-        return LossResult(pair, {"pair": pair.detach(), "beta": beta_t})
+        return LossResult(pair, {"pair": pair.detach(), "beta": beta})  # LossResult fills beta on the device

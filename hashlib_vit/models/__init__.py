@@ -27,7 +27,8 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..registry import Registry
 from .aem import AEM, AEMOptions, parse_aem
-from .backbones import VIT_PRESETS, Backbone, backbone_choices, check_backbone_name, create_backbone, is_vit_name
+from .backbones import (VIT_PRESETS, Backbone, backbone_choices, check_aem_backbone, check_backbone_name, create_backbone,
+                        is_vit_name)
 from .hash_layers import HASH_LAYERS
 from .hashmodel import HashModel, HashOutput, sign_codes, upgrade_state_dict
 from .hcl import HCLNeck
@@ -97,9 +98,9 @@ def resolve_model(head: str, bits: int, model_params: Mapping[str, Any] | None =
     if getattr(neck_opts, "is_plain_cls", lambda: False)():
         neck, neck_opts = "cls", NECKS.get("cls").Options()
     bits_split = neck_opts.split_bits(bits)
-    if backbone is not None and not is_vit_name(check_backbone_name(backbone)):
-        if aem.branches:
-            raise ConfigError(f"aem={aem.aem!r} needs a ViT backbone; backbone={backbone!r} is a CNN (use aem='off')")
+    if backbone is not None:
+        check_aem_backbone(aem, check_backbone_name(backbone))
+    if backbone is not None and not is_vit_name(backbone):
         if neck_opts.needs_tokens():
             what = f"head={head!r}" + (" (hcl_attention=False, pooling='cls' works on a CNN)" if head == "hcl" else "")
             raise ConfigError(f"{what} needs a ViT backbone (output tokens); backbone={backbone!r} is a CNN "

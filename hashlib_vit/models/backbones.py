@@ -145,6 +145,13 @@ def is_vit_name(name: str) -> bool:
     return name in VIT_PRESETS or (name not in CNN_NAMES and name.startswith(VIT_FAMILIES))
 
 
+def check_aem_backbone(aem, name: str) -> None:
+    """ConfigError when AEM options with branches (:class:`~.aem.AEMOptions`) meet a backbone ``name``
+    (already checked) that is not a ViT: AEM acts on a ViT's patch-embedding map."""
+    if aem.branches and not is_vit_name(name):
+        raise ConfigError(f"aem={aem.aem!r} needs a ViT backbone; backbone={name!r} is a CNN (use aem='off')")
+
+
 def create_backbone(name: str, *, img_size: int | None = None, weights=None, drop_path_rate: float = 0.0,
                     aem=None) -> Backbone:
     """Build a backbone by name (a preset, a CNN name, or any timm model name with or without tag) and
@@ -167,8 +174,8 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
     name = check_backbone_name(name)
     weights = _check_weights(weights)
     embed = aem.embed_layer() if aem is not None else None
-    if embed is not None and not is_vit_name(name):
-        raise ConfigError(f"aem={aem.aem!r} needs a ViT backbone; backbone={name!r} is a CNN (use aem='off')")
+    if embed is not None:
+        check_aem_backbone(aem, name)
     extra = {"embed_layer": embed} if embed is not None else {}
     if name in VIT_PRESETS:
         p = VIT_PRESETS[name]
