@@ -73,6 +73,36 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file", *, expect: type | None = dict) -> Any:
+    """Read a JSON file the package wrote (or a user gave), checked: the one JSON reader of the package.
+
+    ``what`` names the file's kind in the error ("metrics.json of a run", "split manifest", ...);
+    ``expect`` is the type of the top-level value (``dict``, ``list``, or None for any).
+
+    Raises :class:`~hashlib_vit.errors.DataError` naming the file and ``what`` when it does not exist,
+    cannot be read, is not UTF-8 JSON (with the line and column), or its top level is not ``expect``.
+    Field checks of each file kind are done by that kind's reader on the returned value.
+    """
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{what} {path} cannot be read: {e}") from e
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{what} {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                        "it is damaged or was not written by this package") from e
+    if expect is not None and not isinstance(obj, expect):
+        raise DataError(f"{what} {path} holds a JSON {type(obj).__name__}; expected a JSON "
+                        f"{'object' if expect is dict else expect.__name__}")
+    return obj
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
