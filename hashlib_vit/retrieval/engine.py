@@ -423,8 +423,9 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
     if kind == "multi":
         dlab = np.ascontiguousarray(dlab.T)  # (words, N)
     if use_torch:
+        # the device asked for, else the codes' GPU, else the CPU (backend="torch" on CPU arrays or tensors)
         dev = torch.device(device) if device is not None else next(
-            x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu")
+            (x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu"), torch.device("cpu"))
         c.qp = torch.as_tensor(qp).to(dev)
         c.dp = torch.as_tensor(dp).to(dev)
         if perm is not None:
