@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .typecheck import coerce, fits, infer_type, parse_annotation
 from .utils import atomic_write_text, resolve_path, to_jsonable
 
 GRID_KEYS = {"notebook", "target", "executor", "output", "name", "fixed", "sweep", "runs", "timeout",
@@ -408,44 +409,6 @@ def load_grid(path: str | os.PathLike | dict, *, output: str | os.PathLike | Non
 
 
 # ----------------------------------------------------------------------------- validation
-def _type_ok(type_name: str, value: Any, default_text: str) -> bool | None:
-    """True/False when the declared type can be checked, None when it cannot (accepted)."""
-    t = (type_name or "None").strip().strip("'\"")
-    if t.startswith("Optional[") and t.endswith("]"):
-        return True if value is None else _type_ok(t[9:-1], value, "")
-    if value is None and t in ("int", "float", "str", "bool", "list", "dict"):
-        # a None default means the parameter is nullable in practice
-        return default_text.strip() == "None"
-    simple = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "bool": lambda v: isinstance(v, bool),
-        "list": lambda v: isinstance(v, list),
-        "dict": lambda v: isinstance(v, dict),
-    }
-    if t in simple:
-        return simple[t](value)
-    for prefix, kind in (("list[", list), ("List[", list), ("dict[", dict), ("Dict[", dict)):
-        if t.startswith(prefix):
-            return isinstance(value, kind)
-    if t == "None":  # no annotation: infer from the default's literal
-        try:
-            default = ast.literal_eval(default_text)
-        except (ValueError, SyntaxError):
-            return None
-        if default is None:
-            return None
-        if isinstance(default, bool):
-            return isinstance(value, bool)
-        if isinstance(default, int):
-            return isinstance(value, int) and not isinstance(value, bool)
-        if isinstance(default, float):
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        return isinstance(value, type(default))
-    return None
-
-
 def _registry_check(name: str, value: Any) -> str | None:
     """An error text when a registry-valued parameter names something unknown."""
     if name == "losses" and isinstance(value, list):  # a list of loss names (the loss zoo)
@@ -483,16 +446,6 @@ def _registry_check(name: str, value: Any) -> str | None:
     return None
 
 
-def _field_type_ok(annotation: str, value: Any) -> bool:
-    """``value`` fits a RunConfig field annotation such as ``float | None`` or ``int | str | None``."""
-    kinds = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-             "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-             "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
-             "dict": lambda v: isinstance(v, dict), "None": lambda v: v is None}
-    parts = [t.strip() for t in str(annotation).split("|")]
-    return any(kinds.get(t, lambda v: True)(value) for t in parts)
-
-
 def _overrides_check(params: dict) -> str | None:
     """An error text when a run's ``overrides`` (further RunConfig fields by flat or dotted key, see
     :func:`hashlib_vit.config.apply_overrides`) name unknown fields, conflict with the run's explicit
@@ -505,13 +458,25 @@ def _overrides_check(params: dict) -> str | None:
         merged = apply_overrides(explicit, params["overrides"])
         given = apply_overrides({}, params["overrides"])
         bad = [f"{k}={v!r} (expected {field_info(k)['type']})" for k, v in given.items()
-               if not _field_type_ok(field_info(k)["type"], v)]
+               if not fits(v, field_info(k)["type"])]
         if bad:
             return "values of the wrong type: " + ", ".join(bad)
         RunConfig.from_dict(merged).train.validate()
     except ConfigError as e:
         return str(e)
     return None
+
+
+def declared_type(info: dict) -> Any:
+    """The declared type of one notebook parameter from papermill's inspection record (its annotation
+    text, else the type of its default's literal)."""
+    text = info.get("inferred_type_name") or "None"
+    if text.strip() != "None":
+        return parse_annotation(text)
+    try:
+        return infer_type(ast.literal_eval(str(info.get("default", ""))))
+    except (ValueError, SyntaxError):
+        return Any
 
 
 def notebook_parameters(notebook: Path) -> dict[str, dict]:
@@ -599,11 +564,10 @@ def _validate_notebook_runs(grid: Grid, *, check_registries: bool = True) -> lis
                 problems.append(f"{where}: not a parameter of {r.notebook.name}; it declares: "
                                 f"{', '.join(sorted(declared))}")
                 continue
-            info = declared[name]
-            ok = _type_ok(info.get("inferred_type_name", "None"), value, str(info.get("default", "")))
-            if ok is False:
-                problems.append(f"{where}: value {value!r} ({type(value).__name__}) does not have the declared type "
-                                f"{info.get('inferred_type_name')} (default {info.get('default')})")
+            try:  # the check the notebook's first cell makes (hashlib_vit.notebook.check_parameters)
+                value = coerce(name, value, declared_type(declared[name]), where=f"{where}:")
+            except ConfigError as e:
+                problems.append(f"{e} (default {declared[name].get('default')})")
                 continue
             if check_registries:
                 msg = _registry_check(name, value)

@@ -91,10 +91,10 @@ def test_validation_rejects_bad_name_and_type_before_running(tmp_path, tiny_nb):
     assert not out.exists(), "nothing may run (or be written) when validation fails"
 
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), fixed={"bits": "sixteen"}, sweep={"seed": [0]})
-    with pytest.raises(ConfigError, match=r"parameter 'bits'.*'sixteen'.*declared type int"):
+    with pytest.raises(ConfigError, match=r"parameter 'bits'.*'sixteen'.*must be int"):
         run_grid(g, progress=False)
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), fixed={"fail": 1}, sweep={"seed": [0]})
-    with pytest.raises(ConfigError, match="parameter 'fail'.*declared type bool"):
+    with pytest.raises(ConfigError, match="parameter 'fail'.*fail=1 .*must be bool"):
         run_grid(g, progress=False)
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(out), sweep={"loss": ["no-such-loss"]})
     with pytest.raises(ConfigError, match="'no-such-loss' is not a known loss"):

@@ -10,49 +10,16 @@ beyond the type live in the dataclass's ``__post_init__``.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..typecheck import fits, type_name
 
 
 def option_names(cls) -> list[str]:
     """The option names of an options dataclass ``cls``, in declaration order."""
     return [f.name for f in dataclasses.fields(cls)]
-
-
-def _type_ok(value, tp) -> bool:
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, (typing.get_args(tp) or (Any,))[0])
-                                                      for v in value)
-    return isinstance(value, origin or tp)
-
-
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
-    if tp is type(None):
-        return "None"
-    return getattr(tp, "__name__", str(tp))
 
 
 def make_options(cls, params: Mapping[str, Any] | None, where: str):
@@ -70,8 +37,8 @@ def make_options(cls, params: Mapping[str, Any] | None, where: str):
         raise ConfigError(f"model parameter(s) {unknown} are not options of {where}; allowed: {names or 'none'}")
     hints = typing.get_type_hints(cls)
     for name, value in params.items():
-        if not _type_ok(value, hints[name]):
-            raise ConfigError(f"model parameter {name}={value!r} ({where}) must be {_type_name(hints[name])}")
+        if not fits(value, hints[name]):
+            raise ConfigError(f"model parameter {name}={value!r} ({where}) must be {type_name(hints[name])}")
     return cls(**params)
 
 
