@@ -262,14 +262,9 @@ def _file_checksums(data, files: bool) -> dict[str, str | None]:
 
 
 def _check_checksums(data, ids_labels, file_sums, skipped, out: list) -> None:
-    import json
-    from pathlib import Path
+    from .splits import MANIFEST, read_manifest
 
-    from .splits import MANIFEST
-
-    manifest = {}
-    if data.split_dir and (Path(data.split_dir) / MANIFEST).is_file():
-        manifest = json.loads((Path(data.split_dir) / MANIFEST).read_text()).get("sha256", {})
+    manifest = read_manifest(data.split_dir) if data.split_dir else {}
     for n in SPLIT_NAMES:
         rec = data.checksums.get(n)
         now = split_checksum(*ids_labels[n])

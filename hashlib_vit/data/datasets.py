@@ -136,19 +136,29 @@ class FileSplit:
         labels = torch.as_tensor(np.asarray(labels)).float()
         if labels.ndim != 2 or labels.shape[0] != len(ids):
             raise DataError(f"labels must be (N, C) with N={len(ids)}, got {tuple(labels.shape)}")
-        self.skipped = 0
+        self.skipped, self.skipped_examples = 0, []
         if check_files:
-            exists = np.array([(self.root / i).is_file() for i in ids], dtype=bool)
-            if not exists.all():
-                bad = [ids[i] for i in np.flatnonzero(~exists)]
+            state = file_states(self.root, ids)
+            if (state == "missing").all():
+                raise DataError(f"{name}: none of the {len(ids)} listed images exists under data_root={str(self.root)!r}: "
+                                f"the list paths and data_root do not match. {_prefix_hint(self.root, ids[0])}")
+            bad = {k: [ids[i] for i in np.flatnonzero(state == k)] for k in ("empty", "not an image")}
+            for kind, paths in bad.items():  # always an error: a broken file is not a missing one
+                if paths:
+                    raise DataError(f"{name}: {len(paths)} listed image file(s) are {kind} "
+                                    f"({'0 bytes' if kind == 'empty' else 'no JPEG/PNG/GIF/BMP/WebP/TIFF header'}), "
+                                    f"e.g. {self.root / paths[0]}; replace or remove them from the list")
+            missing_ids = [ids[i] for i in np.flatnonzero(state == "missing")]
+            if missing_ids:
                 if missing == "error":
                     raise DataError(
-                        f"{name}: {len(bad)} of {len(ids)} listed images do not exist under {self.root}, "
-                        f"e.g. {self.root / bad[0]}; pass missing='skip' to leave them out")
-                self.skipped = len(bad)
-                warnings.warn(f"{name}: skipped {len(bad)} of {len(ids)} listed images that do not exist under "
-                              f"{self.root} (e.g. {bad[0]})", UserWarning, stacklevel=2)
-                keep = np.flatnonzero(exists)
+                        f"{name}: {len(missing_ids)} of {len(ids)} listed images do not exist under {self.root}, "
+                        f"e.g. {self.root / missing_ids[0]}; pass missing='skip' to leave them out (their number "
+                        "is recorded in the run's env.json and metrics.json)")
+                self.skipped, self.skipped_examples = len(missing_ids), missing_ids[:5]
+                warnings.warn(f"{name}: skipped {len(missing_ids)} of {len(ids)} listed images that do not exist "
+                              f"under {self.root} (e.g. {missing_ids[0]})", UserWarning, stacklevel=2)
+                keep = np.flatnonzero(state != "missing")
                 ids = [ids[i] for i in keep]
                 labels = labels[torch.as_tensor(keep)]
         if len(ids) == 0:
@@ -167,6 +177,51 @@ class FileSplit:
         """Decode the images at positions `idx` as uint8 ``(n, 3, size, size)`` (see :class:`ImageFiles`)."""
         ds = ImageFiles(self.root, self.ids, size)
         return torch.stack([ds[int(i)] for i in idx])
+
+
+# the first bytes of the image formats PIL reads here (JPEG, PNG, GIF, BMP, WebP, TIFF)
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _file_state(path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return "missing"
+    if not head:
+        return "empty"
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "ok"
+    return "not an image"
+
+
+def file_states(root, ids: list[str], threads: int = 8) -> np.ndarray:
+    """For each listed image ``root/id``: ``"ok"``, ``"missing"``, ``"empty"`` (0 bytes) or ``"not an image"``
+    (no JPEG/PNG/GIF/BMP/WebP/TIFF header): one open and a 12-byte read per file, in ``threads`` threads.
+    A truncated image with a valid header is found only when it is decoded (``load_square`` names it)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    root = Path(root)
+    with ThreadPoolExecutor(max_workers=threads) as ex:
+        return np.array(list(ex.map(lambda i: _file_state(root / i), ids, chunksize=256)), dtype=object)
+
+
+def _prefix_hint(root, first_id: str) -> str:
+    """Where the first listed image was looked for, and the prefix that would make it match when one does."""
+    from pathlib import Path, PurePosixPath
+
+    root = Path(root)
+    parts = PurePosixPath(first_id.replace("\\", "/")).parts
+    for k in range(1, len(parts)):  # the list carries a prefix that data_root already holds ('./data/nuswide/...')
+        if (root / Path(*parts[k:])).is_file():
+            prefix = "/".join(parts[:k])
+            return (f"The first listed path {first_id!r} was looked for at {root / first_id}; {root / Path(*parts[k:])} "
+                    f"exists, so the lists carry the prefix {prefix!r}: strip it from the list files (or set data_root "
+                    f"to a folder where {prefix}/ is a sub-folder).")
+    return (f"The first listed path {first_id!r} was looked for at {root / first_id}, which does not exist: data_root "
+            "must be the folder the list paths are relative to.")
 
 
 def load_square(path, size: int) -> torch.Tensor:

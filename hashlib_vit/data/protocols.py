@@ -16,7 +16,7 @@ import torch
 from ..registry import Registry
 from ..errors import DataError
 from .datasets import FileSplit, Split
-from .splits import (MANIFEST, SPLIT_NAMES, SplitIndices, class_balanced_split, read_split_files,
+from .splits import (SPLIT_NAMES, SplitIndices, class_balanced_split, read_manifest, read_split_files,
                      split_cache_is_complete, split_checksum, write_split_files)
 
 PROTOCOLS: Registry["Protocol"] = Registry("protocol")
@@ -46,8 +46,30 @@ class Protocol:
     query_in_database: bool = False  # False: queries are never in the database (every built-in protocol)
 
     def load(self, data_root: str | Path | None = None, seed: int = 0, **options) -> "ProtocolData":
-        """Build (or read from the cache) the splits of this protocol with a fixed seed."""
-        return self.loader(self, data_root=data_root, seed=seed, **options)
+        """Build (or read from the cache) the splits of this protocol with a fixed seed, checked.
+
+        Every split is checked at load by :func:`hashlib_vit.data.check.check_protocol` (sizes by the
+        protocol's rule, disjointness as the protocol defines it, duplicates, label format); the report
+        is kept as ``data.report``. Raises DataError naming the split (and the file, line or folder where
+        the loader knows it) and what the protocol expects.
+        """
+        import warnings
+
+        from .check import check_protocol
+
+        data = self.loader(self, data_root=data_root, seed=seed, **options)
+        data.report = check_protocol(data, files=False, strict=False)
+        # the paper's sizes of a list protocol vary between published copies of its lists: a warning there;
+        # every other failed check (and sizes of drawn or official splits, fixed by the rule) is an error
+        soft = [c for c in data.report.failures if c.check == "size" and data.origin in ("lists", "imported")]
+        hard = [c for c in data.report.failures if c not in soft]
+        if hard:
+            where = f" (split files in {data.split_dir})" if data.split_dir and data.origin in ("lists", "imported") else ""
+            raise DataError("; ".join(c.message(self.name) for c in hard) + where
+                            + "; checked at load: see docs/checks.md")
+        for c in soft:
+            warnings.warn(c.message(self.name), UserWarning, stacklevel=2)
+        return data
 
     def summary(self) -> dict:
         return {
@@ -79,6 +101,17 @@ class ProtocolData:
     # "lists" (the protocol's list files), "imported" (split_dir=); "" when unknown (hand-built)
     origin: str = ""
     pool_size: int | None = None  # items in the pool a drawn/official split was taken from
+    report: object = field(default=None, repr=False)  # the check_protocol report made at load (Protocol.load)
+
+    def skipped(self) -> dict:
+        """Listed images left out with ``missing="skip"``: ``{split: {"count": n, "examples": [path, ...]}}``
+        for the splits that lost any (recorded in the run's env.json and metrics.json)."""
+        out = {}
+        for n in SPLIT_NAMES:
+            split = getattr(self, n)
+            if getattr(split, "skipped", 0):
+                out[n] = {"count": int(split.skipped), "examples": list(getattr(split, "skipped_examples", []))}
+        return out
 
     def sizes(self) -> dict[str, int]:
         return {"query": len(self.query), "train": len(self.train), "database": len(self.database)}
@@ -130,11 +163,17 @@ def _sync_split_cache(data: ProtocolData, cache=None) -> Path:
     """
     folder = split_cache_folder(data.protocol.name, data.seed, cache)
     if split_cache_is_complete(folder):
-        import json
+        import warnings
 
         from ..utils import sha256_file
 
-        want = json.loads((folder / MANIFEST).read_text()).get("sha256", {})
+        try:
+            want = read_manifest(folder)
+        except DataError as e:  # a damaged cache manifest is never trusted: the split drawn now is written again
+            warnings.warn(f"{e}; writing the split cache {folder} again from the split drawn now", UserWarning,
+                          stacklevel=2)
+            export_splits(data, folder)
+            return folder
         for n in SPLIT_NAMES:
             got = sha256_file(folder / f"{n}.txt")
             if want.get(n) != data.checksums[n] or got != data.checksums[n]:

@@ -73,6 +73,10 @@ def split_lines(ids, labels: np.ndarray) -> str:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DataError(f"labels must be multi-hot (N, C), got shape {labels.shape}")
+    for i in ids:  # what the list format cannot hold (a path may contain spaces: labels are read from the right)
+        if not i or i != i.strip() or "\n" in i or "\r" in i:
+            raise DataError(f"item id {i!r} cannot be written to a list file: an empty id, a line break or "
+                            "whitespace at either end would not read back as the same path")
     ints = labels.astype(np.int64)
     if len(ints) and ints.shape[1] and ((ints == 0) | (ints == 1)).all() and np.array_equal(ints, labels):
         # fast path for 0/1 labels: "l1 l2 .. lC\n" rows built as one byte array
@@ -150,43 +154,76 @@ def _bad_label_row(path, lineno: int, tokens: list[str], k: int) -> DataError | 
     return None
 
 
+def _label_count(s: str) -> int:
+    """Labels at the end of one list line when the class count is not given: the trailing run of 0/1 tokens
+    (all but the first token, which is always part of the path)."""
+    tokens = s.split()
+    k = 0
+    for tok in reversed(tokens[1:]):
+        if tok not in ("0", "1"):
+            break
+        k += 1
+    return k
+
+
 def parse_list_text(text: str, path: str = "<text>", num_classes: int | None = None) -> ListFile:
     """Parse DeepHash list text (see :class:`ListFile`), checking every line.
 
-    Errors name the file and line: a wrong number of labels (expected K, got M), a label that is not
-    0/1, a line without labels. Blank lines are ignored. An empty list is an error.
+    Each line is ``relative/path l1 .. lK``: the labels are the last K whitespace-separated tokens and
+    the path is everything before them, so a path may contain spaces (``my photos/cat 1.jpg 0 1 0``);
+    K is ``num_classes`` or, when not given, the number of trailing 0/1 tokens of the first line.
+    Blank lines are ignored, CRLF line ends and a UTF-8 byte-order mark are accepted.
+
+    Raises DataError naming the file and line: a wrong number of labels (expected K, got M), a label
+    that is not 0/1, a line without a path or without labels; an empty list is an error.
     """
-    ids, rests, linenos = [], [], []
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines, linenos = [], []
+    k = num_classes
     for lineno, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if not s:
             continue
-        parts = s.split(None, 1)
-        if len(parts) < 2:
-            raise DataError(f"{path}, line {lineno}: {s!r} has a path but no labels "
-                            f"(expected 'relative/path l1 .. lK')")
-        ids.append(parts[0])
-        rests.append(parts[1])
+        if k is None:
+            k = _label_count(s)
+            if k == 0:
+                raise DataError(f"{path}, line {lineno}: {s!r} has a path but no 0/1 labels "
+                                f"(expected 'relative/path l1 .. lK')")
+        lines.append(s)
         linenos.append(lineno)
-    if not ids:
+    if not lines:
         raise DataError(f"{path} is empty: the split has no items")
-    k = num_classes if num_classes is not None else len(rests[0].split())
     width = 2 * k - 1
-    labels = np.zeros((len(ids), k), dtype=np.uint8)
-    fast = np.array([len(r) == width for r in rests])
+    # the common layout, read vectorised: "<path> l1 l2 .. lK" with single spaces between the labels
+    fast = np.array([len(s) > width + 1 and s[-width - 1] in " \t" for s in lines])
+    ids = [s[:-width - 1].rstrip() if f else "" for s, f in zip(lines, fast)]
+    labels = np.zeros((len(lines), k), dtype=np.uint8)
     if fast.any():
-        buf = np.frombuffer("".join(r for r, f in zip(rests, fast) if f).encode("latin-1", "replace"),
+        buf = np.frombuffer("".join(s[-width:] for s, f in zip(lines, fast) if f).encode("latin-1", "replace"),
                             dtype=np.uint8).reshape(-1, width)
         ok = ((buf[:, 1::2] == 32).all(1) if k > 1 else np.ones(len(buf), bool)) & np.isin(buf[:, ::2], (48, 49)).all(1)
         rows = np.flatnonzero(fast)
         labels[rows[ok]] = buf[ok, ::2] - 48
         fast[rows[~ok]] = False
-    for i in np.flatnonzero(~fast):
-        tokens = rests[i].split()
-        err = _bad_label_row(path, linenos[i], tokens, k)
+    for i in np.flatnonzero(~fast):  # any other spacing: the last k tokens are the labels
+        parts = lines[i].rsplit(None, k)
+        if len(parts) < k + 1:
+            if len(parts) == 1:
+                raise DataError(f"{path}, line {linenos[i]}: {lines[i][:80]!r} has a path but no labels "
+                                f"(expected 'relative/path l1 .. l{k}')")
+            raise DataError(f"{path}, line {linenos[i]}: expected {k} labels after the path, got "
+                            f"{_label_count(lines[i])} ({lines[i][:80]!r})")
+        err = _bad_label_row(path, linenos[i], parts[1:], k)
         if err is not None:
             raise err
-        labels[i] = np.asarray([float(t) for t in tokens]) > 0.5
+        ids[i] = parts[0]
+        labels[i] = np.asarray([float(t) for t in parts[1:]]) > 0.5
+    for i, item in enumerate(ids):  # more 0/1 tokens than classes: a label row of the wrong width, not a path
+        if item[-2:] in (" 0", " 1", "\t0", "\t1"):
+            raise DataError(f"{path}, line {linenos[i]}: expected {k} labels after the path, got "
+                            f"{_label_count(lines[i])} ({lines[i][:80]!r}); a path may contain spaces but not end "
+                            "in a 0/1 token")
     return ListFile(str(path), ids, labels, np.asarray(linenos))
 
 
@@ -229,9 +266,8 @@ def write_split_files(folder, splits: dict, *, extra: dict | None = None) -> dic
 def read_split_files(folder, num_classes: int | None = None, names=SPLIT_NAMES) -> dict:
     """Read ``<name>.txt`` / ``<name>.txt.gz`` list files from `folder` -> {name: ListFile}.
 
-    When ``checksums.json`` is present, every file's sha256 must match it.
+    When ``checksums.json`` is present, every file's sha256 must match it (:func:`read_manifest`).
     """
-    import json
     from pathlib import Path
 
     folder = Path(folder)
@@ -243,13 +279,37 @@ def read_split_files(folder, num_classes: int | None = None, names=SPLIT_NAMES) 
         if p is None:
             raise DataError(f"split folder {folder} has no {name}.txt (nor {name}.txt.gz)")
         out[name] = read_list_file(p, num_classes)
-    man = folder / MANIFEST
-    if man.is_file():
-        want = json.loads(man.read_text()).get("sha256", {})
-        for name, lf in out.items():
-            if name in want and want[name] != lf.sha256:
-                raise DataError(f"{lf.path}: sha256 {lf.sha256} does not match {man} ({want[name]})")
+    want = read_manifest(folder)
+    for name, lf in out.items():
+        if name in want and want[name] != lf.sha256:
+            raise DataError(f"{lf.path}: sha256 {lf.sha256} does not match {folder / MANIFEST} ({want[name]})")
     return out
+
+
+def read_manifest(folder) -> dict[str, str]:
+    """The ``{split: sha256}`` of a split folder's ``checksums.json`` (``{}`` when there is none), checked.
+
+    Raises DataError naming the file when it is not JSON (:func:`hashlib_vit.utils.read_json`), has no
+    ``sha256`` mapping, or a value that is not a 64-digit hex sha256, naming the field.
+    """
+    import re
+    from pathlib import Path
+
+    from ..utils import read_json
+
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return {}
+    man = read_json(path, "split manifest")
+    sums = man.get("sha256")
+    if not isinstance(sums, dict):
+        raise DataError(f"split manifest {path}: field 'sha256' must be a mapping of split -> sha256, "
+                        f"got {type(sums).__name__}")
+    for name, value in sums.items():
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise DataError(f"split manifest {path}: field 'sha256.{name}' = {value!r} is not a sha256 "
+                            "(64 hexadecimal digits)")
+    return dict(sums)
 
 
 def split_cache_is_complete(folder) -> bool:
