@@ -126,6 +126,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         env["split_checksums"] = data.checksums
         env["split_seed"] = cfg.split_seed
         env["protocol"] = protocol.summary()
+        env["skipped_images"] = data.skipped()  # listed images left out with missing="skip", per split
         env["weights_info"] = model.backbone.weights_info  # source, format, path, sha256, mean/std, ...
         rd.write_json("env.json", env)
     if cfg.loss in TRAINING_FREE:  # no training: fit on the backbone's train features, encode, evaluate

@@ -481,6 +481,16 @@ def _load_folder(protocol: Protocol, data_root=None, seed: int = 0, split_dir=No
         raise DataError(f"{root} has {len(pool.class_names)} class folders {pool.class_names[:5]}..., protocol "
                         f"{protocol.name!r} expects {protocol.num_classes}")
     per_q, per_t = protocol.n_query // protocol.num_classes, protocol.n_train // protocol.num_classes
+    need = per_q + per_t + (0 if protocol.train_in_database else 1)  # query + train, and a database item
+    if split_dir is None:
+        counts = np.bincount(pool.classes, minlength=len(pool.class_names))
+        short = [(pool.class_names[c], int(counts[c])) for c in np.flatnonzero(counts < need)]
+        if short:
+            where = "/".join(["<split>"] if splits else []) + ("/" if splits else "")
+            raise DataError(f"image folder {root}: each class needs at least {need} images ({per_q} query + {per_t} "
+                            f"train{' + 1 database' if not protocol.train_in_database else ''} per class for protocol "
+                            f"{protocol.name!r}); too few in " + ", ".join(f"{where}{n}/ ({k})" for n, k in short[:10])
+                            + (f" and {len(short) - 10} more" if len(short) > 10 else ""))
     return make_splits(protocol, pool.images, pool.classes, pool.ids, seed, n_query_per_class=per_q,
                        n_train_per_class=per_t, class_names=pool.class_names, split_dir=split_dir, cache=cache,
                        cache_splits=cache_splits)

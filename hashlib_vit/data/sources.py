@@ -20,6 +20,7 @@ import pickle
 import re
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,15 +212,19 @@ def load_cifar10_pool(root: str | os.PathLike, *, cache: str | os.PathLike | Non
 def _read_cifar_zips(zips: dict[str, Path]) -> Pool:
     images, classes, ids = [], [], []
     for ci, c in enumerate(CIFAR10_CLASSES):
-        with zipfile.ZipFile(zips[c]) as z:
-            names = sorted(n for n in z.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
-            names = [n for n in names if n.split("/")[0] in ("train", "test")]
-            if not names:
-                raise DataError(f"{zips[c]} holds no train/<class>/*.jpg or test/<class>/*.jpg images")
-            bad = [n for n in names if n.split("/")[1] != c]
-            if bad:
-                raise DataError(f"{zips[c]}: entry {bad[0]} is not in a '{c}' folder")
-            arr = _decode_many(names, z.read, None, threads=1)
+        try:
+            with zipfile.ZipFile(zips[c]) as z:
+                names = sorted(n for n in z.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
+                names = [n for n in names if n.split("/")[0] in ("train", "test")]
+                if not names:
+                    raise DataError(f"{zips[c]} holds no train/<class>/*.jpg or test/<class>/*.jpg images")
+                bad = [n for n in names if n.split("/")[1] != c]
+                if bad:
+                    raise DataError(f"{zips[c]}: entry {bad[0]} is not in a '{c}' folder")
+                arr = _decode_many(names, z.read, None, threads=1)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as e:
+            raise DataError(f"CIFAR-10 archive {zips[c]} is damaged or truncated ({type(e).__name__}: {e}); "
+                            f"download it again. {CIFAR10_HOWTO}") from e
         images.append(arr)
         classes.append(np.full(len(names), ci, dtype=np.int64))
         ids.extend(names)
@@ -287,10 +292,14 @@ def load_cifar10_python(folder: str | os.PathLike, *, cache: str | os.PathLike |
         for split, files in (("train", CIFAR10_BATCHES[:5]), ("test", CIFAR10_BATCHES[5:])):
             sx, sy = [], []
             for name, _ in files:
-                with open(folder / name, "rb") as f:
-                    d = pickle.load(f, encoding="latin1")
-                sx.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                sy.append(np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64))
+                try:
+                    with open(folder / name, "rb") as f:
+                        d = pickle.load(f, encoding="latin1")
+                    sx.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                    sy.append(np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64))
+                except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise DataError(f"CIFAR-10 batch {folder / name} is damaged or not a CIFAR-10 python batch "
+                                    f"({type(e).__name__}: {e}); download it again. {CIFAR10_HOWTO}") from e
             y = np.concatenate(sy)
             xs.append(np.concatenate(sx))
             ys.append(y)

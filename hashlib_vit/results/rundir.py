@@ -421,7 +421,8 @@ def run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev: dict,
     ``ev`` (:func:`~hashlib_vit.retrieval.evaluate` of the final codes), the Hamming-radius and rank PR
     curves (computed here from the codes ``qc``/``dc`` and labels ``ql``/``dl``; precision over the
     queries that retrieve something at each radius, ``empty_radius="exclude"``: stored with the run so
-    tables and figures need no codes.npz), the random-codes chance level, seeds, and the weights' record."""
+    tables and figures need no codes.npz), the random-codes chance level, seeds, the images skipped at load
+    (``skipped_images``), and the weights' record."""
     from ..retrieval import evaluate
 
     cv = evaluate(qc, dc, ql, dl, topk=topk, curves=True, tie_aware=False, empty_radius="exclude")
@@ -438,6 +439,8 @@ def run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev: dict,
         "map_random": random_codes_map(data, cfg.bits, topk, seed=cfg.seed),
         "seed": cfg.seed,
         "split_seed": cfg.split_seed,
+        # listed images left out with data_options missing="skip": {split: count} ({} when none was skipped)
+        "skipped_images": {n: v["count"] for n, v in data.skipped().items()} if hasattr(data, "skipped") else {},
         "pretrained": model.backbone.pretrained,
         "weights": {k: model.backbone.weights_info.get(k) for k in ("source", "name", "sha256")},
         "device": str(device),
