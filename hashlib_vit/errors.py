@@ -13,6 +13,20 @@ class DataError(HashlibVitError, ValueError):
     """Input data is missing or malformed (names the file, line or field)."""
 
 
+class WriteError(HashlibVitError, OSError):
+    """A file could not be written (names the file or folder and the reason: permission denied, a
+    read-only file system, ...); nothing partial was left behind. Also an ``OSError`` (with ``errno``,
+    ``strerror`` and ``filename`` of the failed write)."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno 28] ..." built from errno/filename
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class DiskFullError(WriteError):
+    """A write failed because the disk is full or the quota exceeded (ENOSPC / EDQUOT); names the file,
+    the free bytes and the bytes needed when known. Nothing partial was left behind."""
+
+
 def bad_choice(param: str, value, choices) -> ConfigError:
     choices = sorted(choices, key=str)
     return ConfigError(f"{param}={value!r} is not a known value; allowed: {', '.join(map(str, choices))}")

@@ -90,7 +90,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .typecheck import coerce, fits, infer_type, parse_annotation
-from .utils import atomic_write_text, resolve_path, to_jsonable
+from .utils import atomic_write_text, make_dirs, resolve_path, to_jsonable
 
 GRID_KEYS = {"notebook", "target", "executor", "output", "name", "fixed", "sweep", "runs", "timeout",
              "description", "kernel"}
@@ -708,7 +708,7 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
     process (experiment target). Any failure is caught and recorded (``grid_params.json`` status, ``error.txt``).
     Returns a summary fragment: status (completed / failed), seconds, map, error fields."""
     rd = run.run_dir
-    rd.mkdir(parents=True, exist_ok=True)
+    make_dirs(rd, "run directory")
     try:  # a stale metrics.json from different parameters must not make a failed run look complete
         (rd / "metrics.json").unlink()
     except FileNotFoundError:
@@ -945,7 +945,7 @@ def run_grid(grid: Grid | str | os.PathLike | dict, *, output: str | os.PathLike
             for r, c in zip(grid.runs, complete)]
     if dry_run:
         return pd.DataFrame(rows)
-    grid.output.mkdir(parents=True, exist_ok=True)
+    make_dirs(grid.output, "grid output folder")
     write_summary(grid.summary_path, rows)
     from .utils import project_root
 

@@ -1,13 +1,18 @@
 """Small shared helpers: atomic file writes, checksums, seeding, device choice, environment facts."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import platform
 import random
+import re
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +21,264 @@ import torch
 
 
 # ----------------------------------------------------------------------------- files
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Create ``path`` through ``write(binary_file)`` on a temporary file in the same folder, fsync, then
-    rename over ``path``.
+#: A temporary file or folder whose writer cannot be checked (another host, or an older name without a
+#: pid) is stale once it has not been modified for this many seconds; a live writer modifies it all along.
+TMP_STALE_SECONDS = 3600
+#: The errno values of a full disk or an exceeded quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_LIVE_TEMPS: set[str] = set()  # temporary paths this process is writing now (other threads' writes are live)
+# .<target>.<host>-<pid>-<8 random>.tmp (this version) and .<target>.<8 random>.tmp (earlier versions)
+_TMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp$")
+_OLD_TMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 
-    A reader never sees a half-written file, and an interrupted write (even a kill) leaves the old file
-    intact and no temporary file behind (except after a hard kill, as a hidden ``.name.*.tmp``).
+
+def host_tag() -> str:
+    """This machine's name as it appears in temporary file names (letters, digits, ``_`` and ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists, owned by another user (or cannot be asked: assume alive)
+        return True
+    return True
+
+
+def temp_is_stale(path: str | os.PathLike, host: str | None, pid: int | None, *, now: float | None = None) -> bool:
+    """Whether a temporary file or folder left by a write is stale (its writer is gone), so that it may be
+    removed. The rule:
+
+    * written by this process (``pid`` is ours on this host): stale unless this process is writing it
+      now (a pid reused after a kill, as happens in containers, must not keep a dead write's file);
+    * written on this host by another pid: stale when that pid is no longer running;
+    * otherwise (another host, or a name without a pid): stale when it was last modified more than
+      :data:`TMP_STALE_SECONDS` ago. A live writer keeps modifying its file; a temp of a live process that
+      reused a dead writer's pid is caught by this age rule too.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if str(path) in _LIVE_TEMPS:
+        return False
+    try:
+        age = (time.time() if now is None else now) - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > TMP_STALE_SECONDS:
+        return True
+    if host == host_tag() and pid is not None:
+        return pid == os.getpid() or not _pid_alive(pid)
+    return False
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the stale temporary files (:func:`temp_is_stale`) that killed :func:`atomic_write` calls left
+    in ``folder`` (``.<name>.<host>-<pid>-<random>.tmp``, and ``.<name>.<random>.tmp`` of earlier versions);
+    returns the removed paths. Called by every :func:`atomic_write` on its folder; never raises (a temp
+    that cannot be removed is left for the next write)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        name = e.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        m = _TMP_RE.match(name)
+        host, pid = (m["host"], int(m["pid"])) if m else (None, None)
+        if (m or _OLD_TMP_RE.match(name)) and temp_is_stale(e.path, host, pid):
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
+                removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
+
+
+def make_temp_dir(folder: str | os.PathLike, name: str) -> Path:
+    """A new temporary folder ``folder/.<name>.<host>-<pid>-<random>.tmp`` for a write that builds a whole
+    folder and renames it into place (the feature cache); stale ones of killed writers are removed first
+    (:func:`clean_stale_temps`). Call :func:`release_temp` once it is renamed or removed. Raises
+    :class:`~hashlib_vit.errors.WriteError` / :class:`~hashlib_vit.errors.DiskFullError` naming ``folder``."""
+    make_dirs(folder)
+    clean_stale_temps(folder)
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{name}.{host_tag()}-{os.getpid()}-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        err = write_error(e, Path(folder) / name, what="folder")
+        if err is e:
+            raise
+        raise err from e
+    _LIVE_TEMPS.add(tmp)
+    return Path(tmp)
+
+
+def release_temp(path: str | os.PathLike) -> None:
+    """Mark the temporary file or folder ``path`` of this process as no longer being written."""
+    _LIVE_TEMPS.discard(str(path))
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n:,} bytes ({n / 2**20:.1f} MiB)" if n >= 2**20 else f"{n:,} bytes"
+
+
+def write_error(e: OSError, path: str | os.PathLike, *, what: str = "file", needed: int | None = None,
+                at_least: bool = False) -> "Exception":
+    """The package's error for an ``OSError`` ``e`` raised while writing ``path`` (a file or folder):
+
+    * ENOSPC / EDQUOT -> :class:`~hashlib_vit.errors.DiskFullError` ("the disk is full" / "the disk quota is
+      exceeded"), naming the file, the free bytes of its disk and ``needed`` (``at_least``: a lower bound,
+      the bytes written before the disk filled) when known;
+    * EACCES / EPERM / EROFS -> :class:`~hashlib_vit.errors.WriteError` naming the folder that is not
+      writable (permission denied, or a read-only file system);
+    * ENOTDIR / EEXIST -> :class:`~hashlib_vit.errors.WriteError`: a file stands where a folder is needed;
+    * anything else: ``e`` itself (returned unchanged).
+
+    Returns the exception to raise (``raise write_error(e, path) from e``)."""
+    from .errors import DiskFullError, WriteError
+
+    path = Path(path)
+    folder = path if what == "folder" else path.parent
+    code = errno.errorcode.get(e.errno, str(e.errno))
+    if e.errno in DISK_FULL_ERRNOS:
+        free = None
+        for p in (folder, *folder.parents):
+            try:
+                free = shutil.disk_usage(p).free
+                break
+            except OSError:
+                continue
+        need = "" if needed is None else f", {'at least ' if at_least else ''}{_fmt_bytes(needed)} needed"
+        have = "" if free is None else f"; {_fmt_bytes(free)} free on the disk of {folder}"
+        cause = "the disk quota is exceeded" if e.errno != errno.ENOSPC else "the disk is full"
+        err = DiskFullError(f"{cause}: cannot write {what} {path} ({e.strerror or code}, errno {code}){have}{need}. "
+                            f"Nothing was written there (an earlier {path.name}, if any, is unchanged). Free some "
+                            "space, or write to another disk")
+    elif e.errno in _NOT_WRITABLE:
+        why = "the file system is read-only" if e.errno == errno.EROFS else "permission denied"
+        bad = Path(e.filename) if getattr(e, "filename", None) else folder
+        err = WriteError(f"cannot write {what} {path}: {why} ({code}) on {bad}; expected a folder this user can "
+                         "write to. Nothing was written there")
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        bad = Path(e.filename) if getattr(e, "filename", None) else folder
+        err = WriteError(f"cannot write {what} {path}: {bad} (or a folder above it) is a file, not a folder "
+                         f"({code}). Nothing was written there")
+    else:
+        return e
+    err.errno, err.strerror, err.filename = e.errno, e.strerror, str(path)
+    return err
+
+
+def make_dirs(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """``mkdir -p folder``; a folder that cannot be made (permission denied, read-only, disk full) raises
+    :class:`~hashlib_vit.errors.WriteError` / :class:`~hashlib_vit.errors.DiskFullError` naming it
+    (``what``: its kind in the message, e.g. ``"run directory"``)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        err = write_error(e, folder, what=what if what != "file" else "folder")
+        if err is e:
+            raise
+        raise err from e
+    return folder
+
+
+class _Recorder:
+    """The binary file handed to a writer: counts the bytes written and keeps the first ``OSError`` that
+    ``write``/``flush`` raised, whatever the writer (``torch.save``'s zip writer) turns it into."""
+
+    def __init__(self, f):
+        self._f, self.written, self.error = f, 0, None
+
+    def write(self, data):
+        try:
+            n = self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        self.written += len(data) if n is None else n
+        return n
+
+    def flush(self):
+        try:
+            return self._f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def atomic_write(path: str | os.PathLike, write, *, size: int | None = None) -> Path:
+    """Create ``path`` through ``write(binary_file)`` on a temporary file in the same folder, fsync, then
+    rename over ``path`` (``size``: the bytes it will hold, when known, for the disk-full message).
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact and no
+    temporary file behind. A hard kill can leave the temporary file ``.<name>.<host>-<pid>-<random>.tmp``;
+    every later write to the same folder removes such stale files (:func:`clean_stale_temps`).
+
+    Raises :class:`~hashlib_vit.errors.DiskFullError` (ENOSPC / EDQUOT, from the writer's ``write`` —
+    even when ``torch.save`` wraps it in its own error —, ``flush``, ``fsync`` or the rename) naming the
+    file, the free bytes and the bytes needed, and :class:`~hashlib_vit.errors.WriteError` for a folder
+    that cannot be written (permission denied, read-only); in both cases the temporary file is removed
+    first. Other errors of ``write`` propagate unchanged.
+    """
+    path = Path(path)
+    make_dirs(path.parent)
+    clean_stale_temps(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{host_tag()}-{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        err = write_error(e, path, needed=size)
+        if err is e:
+            raise
+        raise err from e
+    _LIVE_TEMPS.add(tmp)
+    rec = None
+    stage = "write"
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            rec = _Recorder(f)
+            write(rec)
+            stage = "flush"
             f.flush()
             os.fsync(f.fileno())
+        stage = "rename"
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        _LIVE_TEMPS.discard(tmp)
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        cause = rec.error if rec is not None and rec.error is not None else (
+            e if isinstance(e, OSError) and (stage != "write" or rec is None) else None)
+        if cause is not None:
+            written = rec.written if rec is not None else 0
+            err = write_error(cause, path, needed=size if size is not None else (written or None),
+                              at_least=size is None)
+            if err is not cause:
+                raise err from cause
         raise
+    _LIVE_TEMPS.discard(tmp)
     return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(data))
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`; its errors)."""
+    return atomic_write(path, lambda f: f.write(data), size=len(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`; its errors)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

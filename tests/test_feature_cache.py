@@ -2,6 +2,7 @@
 cache key, crash / full-disk safety, batch order."""
 import copy
 import errno
+import shutil
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from hashlib_vit.data import Split, TensorBatches, TensorTransform
 from hashlib_vit.data import feature_cache as fc
 from hashlib_vit.data.feature_cache import CachedBatches, ViewBatches, build_feature_cache, read_feature_cache
-from hashlib_vit.errors import ConfigError, DataError
+from hashlib_vit.errors import ConfigError, DataError, DiskFullError
 from hashlib_vit.experiment import RunConfig, run_experiment
 from hashlib_vit.losses import build_loss
 from hashlib_vit.models import build_model
@@ -277,10 +278,12 @@ def test_full_disk_midway_leaves_nothing_trusted(tmp_path, monkeypatch):
         f.write(block.tobytes())
 
     monkeypatch.setattr(fc, "_write_block", full_after_two)
-    with pytest.raises(DataError) as err:
+    with pytest.raises(DiskFullError) as err:
         build_feature_cache(model, 1, split, **kw)
     msg = str(err.value)
-    assert "disk is full" in msg and str(tmp_path) in msg and str(72 * 17 * 32 * 2 + 128) in msg
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
+    assert "disk is full" in msg and "feature cache" in msg and str(tmp_path) in msg
+    assert f"{72 * 17 * 32 * 2 + 128:,} bytes needed" in msg
     assert list(tmp_path.iterdir()) == []  # neither a cache folder nor a temporary one
     monkeypatch.undo()
     ok = build_feature_cache(model, 1, split, **kw)
@@ -304,9 +307,23 @@ def test_interrupted_build_is_not_trusted(tmp_path):
     (folder / "manifest.json").unlink()
     with pytest.warns(UserWarning, match="no manifest.json"):
         assert build_feature_cache(model, 1, split, **kw).built
-    stale = tmp_path / f".{folder.name}.tmp-1-deadbeef"
+    stale = tmp_path / f".{folder.name}.tmp-1-deadbeef"  # the name of earlier versions
     stale.mkdir()
     assert fc.clean_stale_tmp(tmp_path) == [stale] and not stale.exists()
+    # a killed build's folder (its pid is gone) is removed by the next build in the same cache_dir
+    import subprocess
+    import sys
+
+    from hashlib_vit.utils import host_tag
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    killed = tmp_path / f".{folder.name}.{host_tag()}-{dead}-abcd1234.tmp"
+    killed.mkdir()
+    (killed / "tokens.npy").write_bytes(b"\0" * 5000)
+    shutil.rmtree(folder)
+    assert build_feature_cache(model, 1, split, **kw).built
+    assert not killed.exists() and sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
 
 
 def test_not_enough_disk_refused_before_writing(tmp_path, monkeypatch):
@@ -318,7 +335,7 @@ def test_not_enough_disk_refused_before_writing(tmp_path, monkeypatch):
     freeze_prefix(model, 1)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(DataError, match=r"not enough disk space .* needs 78464 bytes .*1000 bytes are free"):
+    with pytest.raises(DiskFullError, match=r"not enough disk space .* needs 78464 bytes .*1000 bytes are free"):
         build_feature_cache(model, 1, split, split_checksum="s", train_tf=TRAIN_TF, eval_tf=EVAL_TF,
                             cache_dir=tmp_path / "c")
     assert list((tmp_path / "c").iterdir()) == []

@@ -37,21 +37,20 @@ version. A folder whose manifest is missing, unreadable or for another key, or w
 wrong size, is deleted and rebuilt (with a warning), never reused.
 
 **Disk.** The size ``views * images * tokens * dim * 2`` bytes is computed before anything is written;
-when ``shutil.disk_usage`` shows less free space (plus 64 MiB), a DataError says how much is needed and
-where. A write that fails with ENOSPC / EDQUOT midway removes the temporary folder and raises a DataError
-naming the folder and the bytes needed; a hard kill can leave only a hidden ``.*.tmp-*`` folder, which
-no reader trusts (:func:`clean_stale_tmp` removes them).
+when ``shutil.disk_usage`` shows less free space (plus 64 MiB), an error says how much is needed and
+where (:class:`~hashlib_vit.errors.DiskFullError`). A write that fails with ENOSPC / EDQUOT midway
+removes the temporary folder and raises :class:`~hashlib_vit.errors.DiskFullError` naming the folder,
+the free and the needed bytes; a hard kill can leave only a hidden ``.<key>.<host>-<pid>-<random>.tmp`` folder, which no reader trusts and the next build in the same
+``cache_dir`` removes (its writer is gone: :func:`~hashlib_vit.utils.clean_stale_temps`).
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,8 +59,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
-from ..utils import atomic_write_json, batch_generator, project_root
+from ..errors import ConfigError, DataError, DiskFullError
+from ..utils import (DISK_FULL_ERRNOS, atomic_write_json, batch_generator, make_dirs, make_temp_dir, project_root,
+                     release_temp, write_error)
 from .datasets import Split
 from .transforms import TensorTransform
 
@@ -222,17 +222,16 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def _disk_full(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
 def clean_stale_tmp(cache_dir: str | os.PathLike) -> list[Path]:
-    """Remove the temporary folders (``.*.tmp-*``) that killed builds left in ``cache_dir``; returns them.
-    Only call this when no other process is building a cache there."""
+    """Remove every temporary build folder in ``cache_dir`` (``.<key>.<host>-<pid>-<random>.tmp``, and
+    ``.*.tmp-*`` of earlier versions), live or not; returns them. Only call this when no other process is
+    building a cache there: each build already removes the stale ones of killed builds by itself
+    (:func:`~hashlib_vit.utils.clean_stale_temps`)."""
     removed = []
-    for p in Path(cache_dir).glob(".*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
+    for p in sorted({*Path(cache_dir).glob(".*.tmp-*"), *Path(cache_dir).glob(".*.tmp")}):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
     return removed
 
 
@@ -268,26 +267,25 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
     shape = (views, len(split), t, d)
     header = _npy_header(shape)
     needed = cache_bytes(len(split), views, t, d) + len(header)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(cache_dir, "feature cache folder")
     free = shutil.disk_usage(cache_dir).free
     if free < needed + DISK_MARGIN:
-        raise DataError(f"not enough disk space for the feature cache in {cache_dir}: it needs {needed} bytes "
+        raise DiskFullError(f"not enough disk space for the feature cache in {cache_dir}: it needs {needed} bytes "
                         f"({needed / 2**30:.2f} GiB = {views} views x {len(split)} images x {t} tokens x {d} x 2 bytes)"
                         f" plus a {DISK_MARGIN >> 20} MiB margin, and {free} bytes are free. Free some space, set "
                         "cache_dir to another disk, or use fewer cache_views / feature_cache=False")
-    tmp = cache_dir / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = make_temp_dir(cache_dir, folder.name)  # stale ones of killed builds are removed here
     was_training = model.training
     t0 = time.perf_counter()
     sha = hashlib.sha256()
     try:
-        tmp.mkdir()
         with open(tmp / TOKENS_FILE, "wb") as f:
             f.write(header)
             if hasattr(os, "posix_fallocate"):  # reserve the space now: a full disk fails here, not midway
                 try:
                     os.posix_fallocate(f.fileno(), 0, needed)
                 except OSError as e:
-                    if _disk_full(e):
+                    if e.errno in DISK_FULL_ERRNOS:
                         raise
             model.eval()
             from tqdm.auto import tqdm
@@ -322,15 +320,15 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
             return cache
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(e):
-            raise DataError(f"the disk is full: the feature cache could not be written to {tmp.parent} "
-                            f"({e.strerror}); it needs {needed} bytes ({needed / 2**30:.2f} GiB). Nothing was kept. "
-                            "Free some space, set cache_dir to another disk, or use fewer cache_views") from e
-        raise
+        err = write_error(e, folder, what="feature cache", needed=needed)
+        if err is e:
+            raise
+        raise err from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        release_temp(tmp)
         model.train(was_training)
     cache = read_feature_cache(folder, key)
     cache.built, cache.build_seconds = True, build_s

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import DataError
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..utils import atomic_write_bytes, atomic_write_json, make_dirs
 
 SCHEMA_VERSION = 2
 REQUIRED_METRICS = ("method", "backbone", "protocol", "bits", "topk", "map", "epochs", "seed", "pretrained")
@@ -137,7 +137,7 @@ class RunDir:
 
     def prepare(self, *, overwrite: bool = True) -> "RunDir":
         """Create the folder; a previous run's metrics are removed so a crash can't look completed."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path, "run directory")
         if overwrite:
             for name in ("metrics.json", "train_log.csv", "evals.json", "codes.npz"):
                 try:

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..utils import atomic_write_json, atomic_write_text, git_commit
+from ..utils import atomic_write_json, atomic_write_text, git_commit, make_dirs
 from .analysis import collapse_note
 from .collect import ROW_KEYS, collect, failed_runs, family_of, method_key, row_keys
 from .figures import make_figures
@@ -369,7 +369,7 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
     runs = collect(root)
     if len(runs) == 0:
         raise DataError(f"no completed run directory (no metrics.json) below {str(root)!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, "tables folder")
     files: list[Path] = []
     plain = runs.drop(columns=[c for c in ("config", "curves") if c in runs])
     files.append(atomic_write_text(out / "runs.csv", plain.to_csv(index=False)))

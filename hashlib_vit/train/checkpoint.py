@@ -60,7 +60,13 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     """``torch.save`` through a temporary file in the same folder, fsync, then ``os.replace``:
-    a kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
+    a kill at any moment leaves either the previous checkpoint or the new one, never half of one.
+
+    A full disk raises :class:`~hashlib_vit.errors.DiskFullError` naming ``path``, the free bytes and the
+    bytes written before the disk filled (not torch's chained ``unexpected pos`` error); the temporary
+    file is removed and the previous checkpoint stays. A killed write's temporary file
+    (``.<name>.<host>-<pid>-<random>.tmp``) is removed by the next write to the folder
+    (:func:`~hashlib_vit.utils.clean_stale_temps`)."""
     return atomic_write(path, lambda f: torch.save(state, f))
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..errors import DataError
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, make_dirs, write_error
 from . import distributed as D
 
 
@@ -51,19 +51,29 @@ class StepLog:
         self._fields: list[str] | None = None
 
     def write(self, row: dict) -> None:
-        """Append one row (keys missing from the header are ignored; missing keys are empty)."""
+        """Append one row (keys missing from the header are ignored; missing keys are empty).
+
+        Raises :class:`~hashlib_vit.errors.DiskFullError` / :class:`~hashlib_vit.errors.WriteError`
+        naming the log when the disk is full or the folder is not writable (the rows already written
+        stay; a resume cuts the log back to its checkpoint's step)."""
         if self.path is None:
             return
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            self._file = open(self.path, "a", newline="")
-            self._fields = self._existing_header() if not new else list(row)
-            self._writer = csv.DictWriter(self._file, fieldnames=self._fields, extrasaction="ignore")
-            if new:
-                self._writer.writeheader()
-        self._writer.writerow(row)
-        self._file.flush()
+        try:
+            if self._writer is None:
+                make_dirs(self.path.parent)
+                new = not self.path.exists() or self.path.stat().st_size == 0
+                self._file = open(self.path, "a", newline="")
+                self._fields = self._existing_header() if not new else list(row)
+                self._writer = csv.DictWriter(self._file, fieldnames=self._fields, extrasaction="ignore")
+                if new:
+                    self._writer.writeheader()
+            self._writer.writerow(row)
+            self._file.flush()
+        except OSError as e:
+            err = write_error(e, self.path, what="step log")
+            if err is e:
+                raise
+            raise err from e
 
     def _existing_header(self) -> list[str]:
         with open(self.path, newline="") as f:
