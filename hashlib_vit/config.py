@@ -25,6 +25,7 @@ validation; :func:`load_yaml` the one YAML loader.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ class TrainConfig:
         for name in ("checkpoint_every_steps", "checkpoint_every_epochs", "warmup_steps"):
             _int_at_least(name, getattr(self, name), 0, "(0: off)")
         _int_at_least("seed", self.seed, 0)
+        _at_most_seed("seed", self.seed)
         _positive("lr", self.lr)
         if self.backbone_lr is not None:
             _positive("backbone_lr", self.backbone_lr, ", or None (the same as lr)")
@@ -126,7 +128,7 @@ class TrainConfig:
         for name in ("momentum", "weight_decay"):
             v = getattr(self, name)
             if not _is_number(v) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be a number >= 0")
+                raise ConfigError(f"{name}={v!r} must be a finite number >= 0")
         if not _is_number(self.step_gamma) or not 0 < self.step_gamma <= 1:
             raise ConfigError(f"step_gamma={self.step_gamma!r} must be a number in (0, 1]")
         if self.optimizer not in OPTIMIZERS:
@@ -261,6 +263,9 @@ class RunConfig:
         check_backbone_name(self.backbone)  # presets, CNNs, timm names with or without a pretrained tag
         _int_at_least("bits", self.bits, 1)
         _int_at_least("split_seed", self.split_seed, 0)
+        _at_most_seed("split_seed", self.split_seed)
+        if self.method is not None and not isinstance(self.method, str):
+            raise ConfigError(f"method={self.method!r} must be a display name (a string) or None (from head and loss)")
         _int_at_least("eval_every", self.eval_every, 0, "(0: only after the last epoch)")
         _int_at_least("eval_batch_size", self.eval_batch_size, 1)
         if self.img_size is not None:
@@ -655,7 +660,8 @@ def describe() -> str:
 
 # -- small checks -----------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int_at_least(name: str, v: Any, lo: int, note: str = "") -> None:
@@ -663,9 +669,18 @@ def _int_at_least(name: str, v: Any, lo: int, note: str = "") -> None:
         raise ConfigError(f"{name}={v!r} must be an integer >= {lo}{' ' + note if note else ''}")
 
 
+#: The largest seed: numpy's generators take seeds below 2**32 (torch's below 2**64).
+MAX_SEED = 2**32 - 1
+
+
+def _at_most_seed(name: str, v: int) -> None:
+    if v > MAX_SEED:
+        raise ConfigError(f"{name}={v!r} must be an integer in 0..{MAX_SEED} (2**32 - 1, the largest seed numpy takes)")
+
+
 def _positive(name: str, v: Any, note: str = "") -> None:
     if not _is_number(v) or v <= 0:
-        raise ConfigError(f"{name}={v!r} must be a positive number{note}")
+        raise ConfigError(f"{name}={v!r} must be a positive finite number{note}")
 
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "EvalConfig", "ROLES",

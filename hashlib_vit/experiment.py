@@ -71,6 +71,9 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     device = resolve_device(cfg.device)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"amp='fp16' needs a CUDA device (fp16 autocast has no loss scaler on {device.type}); "
+                          "use amp='bf16', 'off' or 'auto' (fp32 off CUDA)")
     run_path = resolve_path(cfg.run_dir) if cfg.run_dir else None
     ckpt_path = run_path / CHECKPOINT_FILE if run_path else None
     resuming = bool(cfg.resume and ckpt_path is not None and ckpt_path.exists())
@@ -81,7 +84,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         raise ConfigError(f"data was loaded for protocol={data.protocol.name!r}, split_seed={data.seed}, but the run "
                           f"asks for protocol={protocol.name!r}, split_seed={cfg.split_seed}")
     topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
-    n_db = data.sizes()["database"]
+    n_db, n_train = data.sizes()["database"], data.sizes()["train"]
+    if cfg.loss not in TRAINING_FREE and cfg.batch_size > n_train:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {n_train} training items of protocol "
+                          f"{protocol.name!r} that were loaded; use batch_size <= {n_train}")
     if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= n_db):
         what = f"the {protocol.name} protocol's mAP cut-off" if cfg.topk == "protocol" else "the topk parameter"
         raise DataError(f"topk={topk!r} ({what}) must be an integer in 1..{n_db}, the size of the database that "

@@ -706,24 +706,21 @@ def _run_experiment_target(run: Run) -> None:
 def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None, cwd: Path | None = None) -> dict:
     """Execute one run into its run directory: its notebook under papermill, or ``run_experiment`` in this
     process (experiment target). Any failure is caught and recorded (``grid_params.json`` status, ``error.txt``).
-    Returns a summary fragment: status (completed / failed), seconds, map, error fields."""
+    Returns a summary fragment: status (completed / failed), seconds, map, error fields.
+
+    A finished run's files are never removed here: completeness is the ``grid_params.json`` status (set to
+    "running" first), ``run_experiment`` replaces its results only once the run is known to start, and a
+    notebook executes into ``<stem>.running.ipynb``, renamed to ``<name>`` when it completes and to
+    ``<stem>.failed.ipynb`` when it fails (a finished run's executed notebook stays)."""
     rd = run.run_dir
     make_dirs(rd, "run directory")
-    try:  # a stale metrics.json from different parameters must not make a failed run look complete
-        (rd / "metrics.json").unlink()
-    except FileNotFoundError:
-        pass
     _record(run, "running")
     t0 = time.perf_counter()
     try:
         if run.target == "experiment":
             _run_experiment_target(run)
         else:
-            import papermill
-
-            papermill.execute_notebook(str(run.notebook), str(rd / run.notebook.name), parameters=run.params,
-                                       kernel_name=kernel, progress_bar=False, log_output=False,
-                                       cwd=str(cwd or Path.cwd()), execution_timeout=timeout)
+            _run_notebook_target(run, kernel, timeout, cwd)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the grid goes on
@@ -738,6 +735,25 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
                 "error": f"the {run.target} finished but wrote no metrics.json at or below run_dir"}
     _record(run, "completed")
     return {"status": "completed", "seconds": seconds, "map": _read_map(rd)}
+
+
+def _run_notebook_target(run: Run, kernel: str, timeout: int | None, cwd: Path | None) -> None:
+    """papermill into ``<stem>.running.ipynb``; renamed to the notebook's name when it completes, to
+    ``<stem>.failed.ipynb`` when it raises (then re-raised)."""
+    import papermill
+
+    rd, name = run.run_dir, run.notebook.name
+    running = rd / f"{run.notebook.stem}.running.ipynb"
+    try:
+        papermill.execute_notebook(str(run.notebook), str(running), parameters=run.params, kernel_name=kernel,
+                                   progress_bar=False, log_output=False, cwd=str(cwd or Path.cwd()),
+                                   execution_timeout=timeout)
+    except BaseException:
+        if running.exists():
+            os.replace(running, rd / f"{run.notebook.stem}.failed.ipynb")
+        raise
+    os.replace(running, rd / name)
+    (rd / f"{run.notebook.stem}.failed.ipynb").unlink(missing_ok=True)
 
 
 def _read_map(rd: Path):

@@ -128,14 +128,14 @@ def test_papermill_strings_are_parsed_by_one_rule_or_refused():
     ({"seed": -1}, "seed=-1 must be an integer >= 0"),
     ({"seed": "abc"}, "seed='abc' must be an integer >= 0"),
     ({"split_seed": 1.5}, "split_seed=1.5 must be an integer >= 0"),
-    ({"momentum": -0.9}, "momentum=-0.9 must be a number >= 0"),
-    ({"weight_decay": -1e-4}, "weight_decay=-0.0001 must be a number >= 0"),
+    ({"momentum": -0.9}, "momentum=-0.9 must be a finite number >= 0"),
+    ({"weight_decay": -1e-4}, "weight_decay=-0.0001 must be a finite number >= 0"),
     ({"eval_batch_size": 0}, "eval_batch_size=0 must be an integer >= 1"),
     ({"img_size": 0}, "img_size=0 must be an integer >= 8"),
     ({"schedule": "step", "step_epochs": 0}, "step_epochs=0 must be an integer >= 1"),
     ({"step_gamma": 0}, "step_gamma=0 must be a number in"),
     ({"topk": 0}, "topk=0 must be an integer >= 1"),
-    ({"backbone_lr": 0}, "backbone_lr=0 must be a positive number"),
+    ({"backbone_lr": 0}, "backbone_lr=0 must be a positive finite number"),
 ])
 def test_one_validation_names_the_field(params, msg):
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace("[", r"\[")):

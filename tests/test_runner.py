@@ -133,7 +133,9 @@ def test_grid_runs_records_failure_resumes_and_tables(tmp_path, tiny_nb):
         rd = out / name
         assert (rd / "metrics.json").is_file() and (rd / "tiny.ipynb").is_file()  # executed notebook kept
         assert json.loads((rd / "grid_params.json").read_text())["parameters"]["loss"] == name.split("_")[0][5:]
-    assert not (out / "broken" / "metrics.json").exists() and (out / "broken" / "tiny.ipynb").is_file()
+    # a failed notebook is kept as <stem>.failed.ipynb (a finished run's executed notebook is never replaced)
+    assert not (out / "broken" / "metrics.json").exists() and (out / "broken" / "tiny.failed.ipynb").is_file()
+    assert not (out / "broken" / "tiny.ipynb").exists()
 
     # the table: rows = methods, columns = data set x bits
     runs = collect(out)

@@ -55,8 +55,14 @@ class Protocol:
         """
         import warnings
 
+        from ..utils import resolve_path
         from .check import check_protocol
 
+        split_dir = options.get("split_dir")
+        if split_dir is not None and not resolve_path(split_dir).is_dir():  # before the images are looked for
+            raise DataError(f"split_dir {str(split_dir)!r} (data_options of protocol {self.name!r}; looked for at "
+                            f"{resolve_path(split_dir)}) is not a folder; expected a folder of query.txt / train.txt / "
+                            "database.txt (see docs/data.md)")
         data = self.loader(self, data_root=data_root, seed=seed, **options)
         data.report = check_protocol(data, files=False, strict=False)
         # the paper's sizes of a list protocol vary between published copies of its lists: a warning there;

@@ -183,6 +183,7 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
         if weights == "hub":
             raise ConfigError(f"backbone {name!r} is a local preset with no hub weights; use a file or None")
         model = preset_network(name, size, drop_path_rate=drop_path_rate, **extra)
+        _check_patch_multiple(model, name, size)
         model.pretrained_cfg = {}  # a preset has no timm pretrained_cfg: 0.5/0.5 unless the weights say otherwise
         info = load_weights(model, weights, name=name, default_mean=(0.5, 0.5, 0.5), default_std=(0.5, 0.5, 0.5))
         return Backbone(model, name=name, kind="vit", feature_dim=p.embed_dim, img_size=size,
@@ -199,6 +200,7 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
             raise
         raise ConfigError(f"aem={aem.aem!r}: timm model {name!r} does not take an embed_layer ({err}); AEM needs a "
                           "timm VisionTransformer (use aem='off')") from err
+    _check_patch_multiple(model, name, img_size)
     cfg = timm.data.resolve_data_config({}, model=model)
     info = load_weights(model, weights, name=name, default_mean=cfg["mean"], default_std=cfg["std"])
     size = img_size or int(cfg["input_size"][-1])
@@ -208,6 +210,20 @@ def create_backbone(name: str, *, img_size: int | None = None, weights=None, dro
                         num_prefix_tokens=getattr(model, "num_prefix_tokens", 1), weights_info=info)
     return Backbone(model, name=name, kind="cnn", feature_dim=model.num_features, img_size=size,
                     mean=info["mean"], std=info["std"], pretrained=bool(weights), weights_info=info)
+
+
+def _check_patch_multiple(model: nn.Module, name: str, img_size: int | None) -> None:
+    """ConfigError when a ViT's input size is not a whole number of patches (timm would drop the
+    remainder pixels silently)."""
+    pe = getattr(model, "patch_embed", None)
+    patch = getattr(pe, "patch_size", None)
+    if not img_size or patch is None:
+        return
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    if img_size % ph or img_size % pw:
+        raise ConfigError(f"img_size={img_size} is not a multiple of backbone {name!r}'s patch size {ph}: the last "
+                          f"{img_size % ph} pixel rows and columns would be dropped; use e.g. img_size="
+                          f"{max(ph, img_size // ph * ph)} or {(img_size // ph + 1) * ph}")
 
 
 def _load_into(model: nn.Module, sd: dict, name: str, path: str, drop=("head.",)) -> None:

@@ -562,6 +562,43 @@ def _json_cfg_norm(path: Path):
 
 
 # ----------------------------------------------------------------------------- the hub
+#: Seconds the network probe (:func:`network_problem`) waits for a name lookup and a TCP connection.
+PROBE_TIMEOUT_S = 2.0
+
+
+def network_problem(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """A fast check that a download can start: one HTTP ``HEAD`` of ``url`` (default: ``$HF_ENDPOINT`` or
+    https://huggingface.co), through ``$HTTPS_PROXY`` when set, bounded by ``timeout`` seconds in all
+    (name lookup included). Any HTTP answer, even an error status, counts as reachable. Returns None when
+    reachable, else why not (for the message): huggingface_hub's own retries take about a minute to give
+    up on a network that is not there."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    url = url or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    via = f" through the HTTPS proxy {proxy}" if proxy else ""
+    result: list = []
+
+    def head():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            result.append(None)
+        except urllib.error.HTTPError:  # the server answered
+            result.append(None)
+        except Exception as e:  # URLError (name lookup, refused), timeouts, TLS errors
+            reason = getattr(e, "reason", e)
+            result.append(f"{type(reason).__name__}: {getattr(reason, 'strerror', None) or reason}")
+
+    t = threading.Thread(target=head, daemon=True)  # getaddrinfo itself has no time-out
+    t.start()
+    t.join(timeout + 0.5)
+    if not result:
+        return f"no answer from {url}{via} within {timeout:g} s"
+    return None if result[0] is None else f"cannot connect to {url}{via}: {result[0]}"
+
+
 def hub_error(name: str, why: str) -> ConfigError:
     """The 'no pretrained weights reachable' message: what was looked for, where, and how to give a file."""
     how = (f"torchvision.models.{name}(weights='DEFAULT')" if name == "alexnet"
@@ -578,7 +615,8 @@ def find_hub_file(model: nn.Module, name: str) -> tuple[Path, str, str]:
 
     Looks in the Hugging Face cache (:func:`hf_cache_dir`) with ``hf_hub_download(local_files_only=True)``
     for ``hf_hub_filename`` or ``model.safetensors`` / ``pytorch_model.bin`` of ``hf_hub_id``
-    (``source="hf-cache"``); downloads only when not :func:`offline` (``source="hub"``). For a
+    (``source="hf-cache"``); downloads only when not :func:`offline` and a quick probe
+    (:func:`network_problem`, about 2 s at most) reaches the hub (``source="hub"``). For a
     ``pretrained_cfg`` with only a ``url``, the torch hub cache (``torch.hub.get_dir()/checkpoints``).
     Raises :class:`ConfigError` (:func:`hub_error`) naming the repo, files and cache looked at.
     """
@@ -599,6 +637,9 @@ def find_hub_file(model: nn.Module, name: str) -> tuple[Path, str, str]:
         looked = f"{' or '.join(files)} of the Hugging Face repo {repo!r} in the cache {cache}"
         if offline():
             raise hub_error(name, f"HF_HUB_OFFLINE is set and {looked} was not found")
+        problem = network_problem()
+        if problem:
+            raise hub_error(name, f"{looked} was not found, and the hub is not reachable: {problem}")
         errors = []
         for fn in files:
             try:
@@ -615,6 +656,9 @@ def find_hub_file(model: nn.Module, name: str) -> tuple[Path, str, str]:
         return cached, "hf-cache", url
     if offline():
         raise hub_error(name, f"HF_HUB_OFFLINE is set and {cached} (from {url}) is not in the torch hub cache")
+    problem = network_problem(url)
+    if problem:
+        raise hub_error(name, f"{cached} (from {url}) is not in the torch hub cache, and {problem}")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(cached))
