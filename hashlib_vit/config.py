@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, bad_choice
+from .typecheck import parse_value  # the one rule for command-line and papermill text (re-exported)
 
 ROLES = ("result", "eval", "record")
 SECTIONS = ("data", "model", "loss", "train", "eval")
@@ -450,32 +451,6 @@ def _put(out: dict, key: str, value: Any, where: str) -> None:
         out[name] = dict(value) if isinstance(value, dict) else value
     else:
         out[name] = {**out.get(name, _FLAT[name][1].default_factory()), sub: value}
-
-
-def parse_value(text: str) -> Any:
-    """A command-line or papermill string -> a Python value, by the one rule used everywhere.
-
-    JSON when it parses (``16``, ``1e-3``, ``true``, ``null``, ``[16, 32]``, ``{"gamma": 5}``); Python's
-    spellings ``True``/``False``/``None`` (what papermill writes); YAML flow syntax for a list or mapping
-    (``[csq, dpsh]``, ``{gamma: 5}``); anything else stays the string. Non-strings pass unchanged.
-    """
-    if not isinstance(text, str):
-        return text
-    s = text.strip()
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        pass
-    if s in ("True", "False", "None"):
-        return {"True": True, "False": False, "None": None}[s]
-    if s[:1] in "[{":
-        import yaml
-
-        try:
-            return yaml.safe_load(s)
-        except yaml.YAMLError:
-            return text
-    return text
 
 
 def coerce_field(name: str, value: Any, *, where: str = "parameters") -> Any:

@@ -11,6 +11,7 @@ parsed for non-string types by :func:`hashlib_vit.config.parse_value` (the rule 
 from __future__ import annotations
 
 import ast
+import json
 import types
 import typing
 from typing import Any
@@ -22,6 +23,32 @@ _NAMES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "d
           "Union": typing.Union, "List": typing.List, "Dict": typing.Dict, "Tuple": typing.Tuple,
           "Literal": typing.Literal}
 
+
+
+def parse_value(text: str) -> Any:
+    """A command-line or papermill string -> a Python value, by the one rule used everywhere.
+
+    JSON when it parses (``16``, ``1e-3``, ``true``, ``null``, ``[16, 32]``, ``{"gamma": 5}``); Python's
+    spellings ``True``/``False``/``None`` (what papermill writes); YAML flow syntax for a list or mapping
+    (``[csq, dpsh]``, ``{gamma: 5}``); anything else stays the string. Non-strings pass unchanged.
+    """
+    if not isinstance(text, str):
+        return text
+    s = text.strip()
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError:
+        pass
+    if s in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[s]
+    if s[:1] in "[{":
+        import yaml
+
+        try:
+            return yaml.safe_load(s)
+        except yaml.YAMLError:
+            return text
+    return text
 
 def parse_annotation(text: str | Any) -> Any:
     """The typing object of an annotation text such as ``"Optional[str]"`` or ``"float | None"``.
@@ -95,7 +122,6 @@ def coerce(name: str, value: Any, tp: Any, *, where: str = "parameter") -> Any:
     if fits(value, tp):
         return value
     if isinstance(value, str):
-        from .config import parse_value
 
         parsed = parse_value(value)
         if fits(parsed, tp):

@@ -10,7 +10,8 @@ PKG = Path(__file__).resolve().parents[1] / "hashlib_vit"
 
 # docs/architecture.md "The import order": a module imports only from its own layer or an earlier one
 LAYERS = [
-    {"errors", "registry", "utils", "__version__", "reference"},  # reference: the data files (paper numbers, throughput)
+    # reference: the data files (paper numbers, throughput); typecheck: the one type check and text parser
+    {"errors", "registry", "utils", "__version__", "reference", "typecheck"},
     {"models"},
     {"data"},
     {"losses"},
@@ -22,7 +23,7 @@ LAYERS = [
     {"experiment"},
     {"runner"},
     {"reproduce"},
-    {"cli", "__main__", "__init__"},
+    {"cli", "__main__", "__init__", "notebook"},  # notebook: the check a notebook's first code cell runs
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
