@@ -139,7 +139,7 @@ def _scan_multi_hot(y: np.ndarray, name: str):
         blk = y[s:e]
         one = blk == 1
         if not (one | (blk == 0)).all():
-            bad = blk[~(one | (blk == 0))].flat[0]
+            bad = blk[~(one | (blk == 0))].flat[0].item()
             raise DataError(f"{name}: multi-hot labels must be 0/1, found {bad!r}")
         count[s:e] = one.sum(1)
         first[s:e] = one.argmax(1)
