@@ -169,6 +169,19 @@ def _check_sizes(data, expected, rule, out: list) -> None:
                                                                                if len(bad) > 1 else "")))
 
 
+def _label_rows(y: np.ndarray, elements: int = 2 ** 22):
+    """(rows with a value other than 0/1, labels per row) of an (N, C) label matrix, in row blocks: the
+    temporaries stay O(block) whatever the number of classes (10,000 classes x 100,000 items: no 1 GB masks)."""
+    n, c = y.shape
+    step = max(1, elements // max(1, c))
+    bad, k = [], np.empty(n, np.float64)
+    for s in range(0, n, step):
+        blk = y[s:s + step]
+        bad.append(s + np.flatnonzero(((blk != 0) & (blk != 1)).any(1)))
+        k[s:s + step] = blk.sum(1)
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64), k
+
+
 def _check_labels(data, ids_labels, out: list) -> None:
     p = data.protocol
     for n in SPLIT_NAMES:
@@ -176,11 +189,10 @@ def _check_labels(data, ids_labels, out: list) -> None:
         if y.ndim != 2 or y.shape[1] != p.num_classes:
             out.append(CheckResult("label width", n, False, f"(N, {p.num_classes}) labels", f"shape {y.shape}"))
             continue
-        not01 = np.flatnonzero(((y != 0) & (y != 1)).any(1))
+        not01, k = _label_rows(y)
         out.append(CheckResult("labels are 0/1", n, not len(not01), "every label 0 or 1",
                                "as expected" if not len(not01) else f"{len(not01)} rows with other values, e.g. "
                                f"{ids[not01[0]]!r}"))
-        k = y.sum(1)
         if p.multi_label:
             bad = np.flatnonzero(k < 1)
             out.append(CheckResult("label format", n, not len(bad), "at least one label per item (multi-label)",

@@ -47,8 +47,11 @@ def class_balanced_split(
         raise DataError(f"classes must be a 1-D array of class indices, got shape {classes.shape}")
     rng = np.random.Generator(np.random.PCG64(seed))
     q, t, d = [], [], []
-    for c in np.unique(classes):
-        pos = np.flatnonzero(classes == c)
+    order = np.argsort(classes, kind="stable")  # positions grouped by class, ascending inside a class
+    uniq, starts = np.unique(classes[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    for c, a, b in zip(uniq, starts, ends):  # O(N log N), not one scan of the pool per class
+        pos = order[a:b]
         need = n_query_per_class + (0 if train_in_database else n_train_per_class)
         if n_database_per_class is not None:
             need = n_query_per_class + n_database_per_class + (0 if train_in_database else n_train_per_class)

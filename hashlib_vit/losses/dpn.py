@@ -11,23 +11,43 @@ Option ``adaptive=True`` ("DPN-A", off by default): after each epoch every class
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from .base import HashLoss, LossResult
+from .centers import CenterDistanceWarning, count_shared, distinct_codes
 from .csq import fill_vector, label_targets
 
 
 def polarization_targets(num_classes: int, bits: int, p: float = 0.5, seed: int = 0) -> torch.Tensor:
-    """(C, K) ±1 random targets, each row with exactly ``round(p * K)`` entries equal to -1."""
+    """(C, K) float32 ±1 random targets, each row with exactly ``round(p * K)`` entries equal to -1.
+
+    Row c is drawn with ``rng.choice`` of a PCG64 generator seeded with ``seed`` (one call per class, in
+    class order; O(C K) time and memory). Raises ConfigError for p outside [0, 1] or more classes than
+    distinct targets (C(K, round(pK))); warns (CenterDistanceWarning) when a draw gives two classes the
+    same target (likely once C approaches sqrt of that number), with the numbers.
+    """
     if not 0 <= p <= 1:
         raise ConfigError(f"p={p!r} must be in [0, 1] (fraction of -1 entries per target)")
+    n_neg = int(round(p * bits))
+    n_codes = distinct_codes(bits, n_neg)
+    if num_classes > n_codes:
+        raise ConfigError(f"DPN targets: {num_classes} classes cannot have distinct targets of {bits} bits with "
+                          f"exactly {n_neg} entries -1 (p={p}): there are only {n_codes} such codes; use more bits "
+                          "or p closer to 0.5")
     rng = np.random.default_rng(seed)
     t = np.ones((num_classes, bits), dtype=np.float32)
-    n_neg = int(round(p * bits))
-    for c in range(num_classes):
-        t[c, rng.choice(bits, n_neg, replace=False)] = -1.0
+    choice = rng.choice
+    t[np.repeat(np.arange(num_classes), n_neg),
+      np.concatenate([choice(bits, n_neg, replace=False) for _ in range(num_classes)] or [np.empty(0, np.int64)])] = -1.0
+    shared = count_shared(t) if num_classes > 1 else 0
+    if shared:
+        warnings.warn(f"DPN targets: {shared} of {num_classes} classes share their random target with another class "
+                      f"({bits} bits, {n_neg} entries -1, {n_codes} distinct targets); those classes cannot be told "
+                      f"apart by the loss: use more bits or another target_seed", CenterDistanceWarning, stacklevel=2)
     return torch.from_numpy(t)
 
 

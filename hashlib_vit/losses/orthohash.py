@@ -22,6 +22,7 @@ the forward pass, straight-through gradient to ``v``; an ablation).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, bad_choice
 from .base import HashLoss, LossResult
+from .centers import CenterDistanceWarning, _packed_words, count_shared
 from .csq import hash_centers
 
 CODEBOOKS = ("bernoulli", "hadamard", "maxhd")
@@ -44,36 +46,65 @@ def bernoulli_codebook(num_classes: int, bits: int, seed: int = 0) -> torch.Tens
 def maxhd_codebook(num_classes: int, bits: int, seed: int = 0, pool: int = 4096) -> torch.Tensor:
     """(C, K) ±1 codes chosen greedily for a large minimum pairwise Hamming distance ("MaxHD").
 
-    From ``pool`` seeded random candidates, start with the first one and repeatedly add the candidate
-    whose minimum Hamming distance to the codes chosen so far is largest (ties: the earliest
-    candidate). Deterministic for a given seed.
+    From ``max(pool, 4 C)`` seeded random candidates (``rng.random((n, K)) < 0.5`` -> -1, in row blocks),
+    start with the first one and repeatedly add the candidate whose minimum Hamming distance to the codes
+    chosen so far is largest (ties: the earliest candidate). Deterministic for a given seed. Distances by
+    XOR + popcount of bit-packed candidates: time O(C n K / 64), memory O(n K) bytes (10,000 classes x 64
+    bits: about a second). Up to 1,024 classes the pool is ``pool`` (4,096), as before.
     """
     rng = np.random.default_rng(seed)
-    pool = max(int(pool), num_classes)
-    cand = np.where(rng.random((pool, bits)) < 0.5, -1, 1).astype(np.int64)
+    pool = max(int(pool), num_classes, 4 * num_classes if num_classes > 1024 else 0)
+    cand = np.empty((pool, bits), np.int8)
+    step = max(1, 2 ** 22 // max(bits, 1))
+    for s in range(0, pool, step):  # the same stream as one rng.random((pool, bits)) call
+        e = min(pool, s + step)
+        cand[s:e] = np.where(rng.random((e - s, bits)) < 0.5, -1, 1)
+    words = _packed_words(cand)
+
+    def dist(j):
+        d = np.bitwise_count(words[:, 0] ^ words[j, 0]).astype(np.int32)
+        for w in range(1, words.shape[1]):
+            d += np.bitwise_count(words[:, w] ^ words[j, w])
+        return d
+
     chosen = [0]
-    min_d = (bits - cand @ cand[0]) // 2  # distance of every candidate to the chosen set
+    min_d = dist(0)  # distance of every candidate to the chosen set
     min_d[0] = -1
     for _ in range(1, num_classes):
         j = int(np.argmax(min_d))
         chosen.append(j)
-        min_d = np.minimum(min_d, (bits - cand @ cand[j]) // 2)
-        min_d[chosen] = -1
+        np.minimum(min_d, dist(j), out=min_d)
+        min_d[j] = -1  # chosen candidates stay at -1 (minimum with -1)
     return torch.from_numpy(cand[chosen]).float()
 
 
 def make_codebook(method: str, num_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
-    """The fixed ±1 class codes: ``"bernoulli"`` | ``"hadamard"`` (rows of [H_K; -H_K]) | ``"maxhd"``."""
+    """The fixed ±1 class codes: ``"bernoulli"`` | ``"hadamard"`` (rows of [H_K; -H_K]) | ``"maxhd"``.
+
+    Raises ConfigError for an unknown method, 'hadamard' where it cannot serve, and more classes than the
+    2^K distinct codes of K bits; warns (CenterDistanceWarning) when two classes get the same code.
+    """
+    if method not in CODEBOOKS:
+        raise bad_choice("codebook", method, CODEBOOKS)
+    if bits < 63 and num_classes > 2 ** bits:
+        raise ConfigError(f"loss_params codebook={method!r}: {num_classes} classes cannot have distinct codes of "
+                          f"{bits} bits (there are only {2 ** bits}); use at least "
+                          f"{max(1, (num_classes - 1).bit_length())} bits")
     if method == "bernoulli":
-        return bernoulli_codebook(num_classes, bits, seed)
-    if method == "hadamard":
+        cb = bernoulli_codebook(num_classes, bits, seed)
+    elif method == "hadamard":
         try:
             return hash_centers(num_classes, bits, seed, method="hadamard")
         except ValueError as err:
             raise ConfigError(f"loss_params codebook='hadamard': {err}; use codebook='bernoulli' or 'maxhd'") from None
-    if method == "maxhd":
-        return maxhd_codebook(num_classes, bits, seed)
-    raise bad_choice("codebook", method, CODEBOOKS)
+    else:
+        cb = maxhd_codebook(num_classes, bits, seed)
+    shared = count_shared(cb) if num_classes > 1 else 0
+    if shared:
+        warnings.warn(f"loss_params codebook={method!r}: {shared} of {num_classes} classes share their code with "
+                      f"another class ({bits} bits, codebook_seed={seed}); those classes cannot be told apart: use "
+                      "more bits, codebook='maxhd' or another codebook_seed", CenterDistanceWarning, stacklevel=2)
+    return cb
 
 
 def resolve_scale(s, bits: int, num_classes: int) -> float:

@@ -122,47 +122,80 @@ def _as_array(x, name):
     raise DataError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
 
 
+def _row_blocks(n: int, width: int, elements: int = 2 ** 22):
+    step = max(1, elements // max(1, width))
+    return ((s, min(n, s + step)) for s in range(0, n, step))
+
+
+def _scan_multi_hot(y: np.ndarray, name: str):
+    """Check a (n, C) 0/1 label matrix in row blocks (temporaries O(block), never a copy of the matrix);
+    -> (labels per row (n,) int64, first label of each row (n,) int64)."""
+    n, C = y.shape
+    count = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    if y.dtype.kind == "f" and any(np.isnan(y[s:e]).any() for s, e in _row_blocks(n, C)):
+        raise DataError(f"{name} contains NaN")
+    for s, e in _row_blocks(n, C):
+        blk = y[s:e]
+        one = blk == 1
+        if not (one | (blk == 0)).all():
+            bad = blk[~(one | (blk == 0))].flat[0].item()
+            raise DataError(f"{name}: multi-hot labels must be 0/1, found {bad!r}")
+        count[s:e] = one.sum(1)
+        first[s:e] = one.argmax(1)
+    return count, first
+
+
+def _packed_labels(y: np.ndarray, C: int) -> np.ndarray:
+    """(n, ceil(C/8)) uint8 packed multi-hot rows of class indices (n,) or 0/1 rows (n, C), in row blocks."""
+    n = len(y)
+    out = np.zeros((n, -(-C // 8)), np.uint8)
+    if y.ndim == 1:
+        out[np.arange(n), y // 8] = (128 >> (y % 8)).astype(np.uint8)
+        return out
+    for s, e in _row_blocks(n, C):
+        out[s:e] = np.packbits(y[s:e] != 0, axis=1)
+    return out
+
+
 def _prepare_labels(query_labels, db_labels, nq: int, nd: int, qname="query_labels", dname="db_labels"):
-    """-> ("class", qcls (Q,) int64, dcls (N,) int64, zero_label (Q,) bool) or ("multi", qwords, dwords, zero)."""
+    """-> ("class", qcls (Q,) int64, dcls (N,) int64, zero_label (Q,) bool) or ("multi", qwords, dwords, zero).
+
+    Single-label data (class indices, or one-hot rows) is compared by class index whatever the number of
+    classes; multi-hot rows are checked and bit-packed in row blocks: extra memory O(n C / 8) bytes for the
+    packed labels plus O(2^22) per block, never an (n, C) bool or float copy."""
     ql, dl = _as_array(query_labels, qname), _as_array(db_labels, dname)
+    scans = {}
     for y, name, n in ((ql, qname, nq), (dl, dname, nd)):
         if y.ndim not in (1, 2):
             raise DataError(f"{name} must be class indices (n,) or multi-hot (n, C), got shape {y.shape}")
         if y.shape[0] != n:
             what = "query_codes" if name == qname else "db_codes"
             raise DataError(f"{name} has {y.shape[0]} rows but {what} has {n}")
-        if y.dtype.kind == "f" and np.isnan(y).any():
-            raise DataError(f"{name} contains NaN")
         if y.ndim == 1:
+            if y.dtype.kind == "f" and np.isnan(y).any():
+                raise DataError(f"{name} contains NaN")
             if y.dtype.kind not in "iub":
                 raise DataError(f"{name}: 1-D labels must be integer class indices, got dtype {y.dtype}")
             if y.size and y.min() < 0:
                 raise DataError(f"{name}: class indices must be >= 0, found {int(y.min())}")
-        elif not np.isin(y, (0, 1)).all():
-            bad = y[~np.isin(y, (0, 1))].flat[0]
-            raise DataError(f"{name}: multi-hot labels must be 0/1, found {bad!r}")
+        else:
+            scans[name] = _scan_multi_hot(y, name)
     if ql.ndim == 1 and dl.ndim == 1:
         return "class", ql.astype(np.int64), dl.astype(np.int64), np.zeros(nq, bool)
     C = (ql if ql.ndim == 2 else dl).shape[1]
-
-    def multi_hot(y, name):
-        if y.ndim == 2:
-            return y.astype(bool)
-        if y.size and y.max() >= C:
+    for y, name in ((ql, qname), (dl, dname)):
+        if y.ndim == 1 and y.size and y.max() >= C:
             raise DataError(f"{name}: class index {int(y.max())} is out of range for {C} classes")
-        out = np.zeros((len(y), C), bool)
-        out[np.arange(len(y)), y] = True
-        return out
-
-    qm, dm = multi_hot(ql, qname), multi_hot(dl, dname)
-    if qm.shape[1] != dm.shape[1]:
-        raise DataError(f"{qname} have {qm.shape[1]} classes but {dname} have {dm.shape[1]}")
-    zero = ~qm.any(1)
-    if (qm.sum(1) <= 1).all() and (dm.sum(1) == 1).all():  # single-label given as one-hot: fast path
-        qc = np.where(zero, -1, qm.argmax(1)).astype(np.int64)
-        return "class", qc, dm.argmax(1).astype(np.int64), zero
-    qw = np_words(np.packbits(qm, axis=1))
-    dw = np_words(np.packbits(dm, axis=1))
+    if ql.ndim == 2 and dl.ndim == 2 and ql.shape[1] != dl.shape[1]:
+        raise DataError(f"{qname} have {ql.shape[1]} classes but {dname} have {dl.shape[1]}")
+    qcount, qfirst = scans[qname] if ql.ndim == 2 else (np.ones(nq, np.int64), ql.astype(np.int64))
+    dcount, dfirst = scans[dname] if dl.ndim == 2 else (np.ones(nd, np.int64), dl.astype(np.int64))
+    zero = qcount == 0
+    if (qcount <= 1).all() and (dcount == 1).all():  # single-label (one-hot or indices): compare class indices
+        return "class", np.where(zero, -1, qfirst).astype(np.int64), dfirst, zero
+    qw = np_words(_packed_labels(ql.astype(np.int64) if ql.ndim == 1 else ql, C))
+    dw = np_words(_packed_labels(dl.astype(np.int64) if dl.ndim == 1 else dl, C))
     signed = {np.uint8: np.int8, np.uint16: np.int16, np.uint32: np.int32, np.uint64: np.int64}[qw.dtype.type]
     return "multi", qw.view(signed), dw.view(signed), zero
 

@@ -57,7 +57,12 @@ class SearchResult:
             if ql.ndim != 2 or ql.shape[1] != self.labels.shape[2]:
                 raise DataError(f"query_labels have shape {ql.shape}; expected (Q, {self.labels.shape[2]}) multi-hot "
                                 "like the index's labels")
-            rel = (self.labels * ql[:, None, :]).sum(-1) > 0
+            # in query blocks: temporaries O(block x k x C) bools, not a float copy of all result labels
+            q, k, c = self.labels.shape
+            step = max(1, 2 ** 22 // max(1, k * c))
+            rel = np.empty((q, k), bool)
+            for s in range(0, q, step):
+                rel[s:s + step] = ((self.labels[s:s + step] != 0) & (ql[s:s + step, None, :] != 0)).any(-1)
         else:
             rel = self.labels == ql.reshape(len(ql), 1)
         return rel & (self.ids >= 0)
