@@ -43,7 +43,6 @@ import csv
 import fnmatch
 import functools
 import io
-import json
 import math
 import os
 import sys
@@ -391,7 +390,12 @@ def notebook_run_configs(notebook: str | os.PathLike, params: dict[str, Any]) ->
     ConfigError for bad values, and ConfigError when no cell defines ``run_configs``.
     """
     nb_path = Path(notebook)
-    nb = json.loads(nb_path.read_text())
+    from .utils import read_json
+
+    nb = read_json(nb_path, "notebook")
+    if not isinstance(nb.get("cells"), list):
+        raise DataError(f"notebook {nb_path}: field 'cells' is {type(nb.get('cells')).__name__}; expected a list "
+                        "(an .ipynb file)")
     os.environ.setdefault("MPLBACKEND", "Agg")
     ns: dict[str, Any] = {"__name__": "__hashlib_vit_plan__", "display": lambda *a, **k: None}
     out = io.StringIO()

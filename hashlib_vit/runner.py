@@ -600,34 +600,97 @@ def write_summary(path: Path, rows: list[dict]) -> Path:
 
 
 def read_summary(path: str | os.PathLike):
-    import pandas as pd
+    """A grid's ``grid_summary.csv`` as a DataFrame (one row per run, the columns of :func:`run_grid`), checked
+    (:func:`hashlib_vit.utils.read_csv`).
 
-    return pd.read_csv(path)
+    Raises DataError naming the file, the line and the column when it is missing, not UTF-8 CSV (garbage
+    bytes, an unterminated quote), a line has more or fewer fields than the header (truncated), a column
+    ``run``/``status``/``run_dir`` is missing, ``run`` is empty, ``status`` is not one of
+    :data:`STATUSES`, ``seconds`` is not a number >= 0, ``map`` not a number in [0, 1] or ``error_cell``
+    not a whole number (empty cells allowed)."""
+    import numpy as np
+
+    from .errors import DataError
+    from .utils import read_csv
+
+    df = read_csv(path, "grid summary", required=("run", "status", "run_dir"), numeric=("seconds", "map"),
+                  integer=("error_cell",), choices={"status": STATUSES})
+    for col, ok, expected in (("run", df["run"].notna(), "a run name"),
+                              ("seconds", df["seconds"].isna() | (df["seconds"] >= 0) if "seconds" in df else None,
+                               "a number >= 0"),
+                              ("map", df["map"].isna() | df["map"].between(0, 1) if "map" in df else None,
+                               "a number in [0, 1]")):
+        if ok is not None and not ok.all():
+            i = int(np.flatnonzero(~ok.to_numpy())[0])
+            value = df[col].iloc[i]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise DataError(f"grid summary {path}, data row {i + 1} (run {df['run'].iloc[i]!r}), column {col!r}: "
+                            f"{value!r}; expected {expected}")
+    return df
 
 
 # ----------------------------------------------------------------------------- one run
-def _has_metrics(rd: Path) -> bool:
+def _metrics_files(rd: Path) -> list[Path]:
     """metrics.json in the run directory, or below it (notebooks such as the loss zoo write one run
     directory per loss and code length under their run_dir)."""
-    return (rd / "metrics.json").is_file() or (rd.is_dir() and any(rd.rglob("metrics.json")))
+    if (rd / "metrics.json").is_file():
+        return [rd / "metrics.json"]
+    return sorted(rd.rglob("metrics.json")) if rd.is_dir() else []
+
+
+def _metrics_problem(rd: Path) -> str | None:
+    """None when the run left metrics.json at or below ``rd`` and every one of them is valid
+    (:func:`hashlib_vit.results.read_metrics`); else what is wrong (naming the file and the key)."""
+    from .errors import DataError
+    from .results.rundir import read_metrics
+
+    files = _metrics_files(rd)
+    if not files:
+        return f"no metrics.json at or below {rd}"
+    for f in files:
+        try:
+            read_metrics(f)
+        except DataError as e:
+            return str(e)
+    return None
+
+
+def _has_metrics(rd: Path) -> bool:
+    return bool(_metrics_files(rd))
 
 
 def run_is_complete(run: Run) -> bool:
-    """The run finished (metrics.json at or below its run_dir) with this run's parameters: the same target
-    and the same values of every parameter but the bookkeeping ones (field_role ``"record"``: device,
-    data_root, progress, ...), which never make a finished run incomplete (the same grid resumes on a
-    machine with another device or data folder)."""
+    """The run finished (valid metrics.json at or below its run_dir, :func:`hashlib_vit.results.read_metrics`)
+    with this run's parameters: the same target and the same values of every parameter but the bookkeeping
+    ones (field_role ``"record"``: device, data_root, progress, ...), which never make a finished run
+    incomplete (the same grid resumes on a machine with another device or data folder). A damaged
+    ``grid_params.json`` or metrics.json makes the run incomplete (it runs again), with a warning naming the
+    file and the field."""
+    import warnings
+
+    from .errors import DataError
+    from .utils import read_json
+
     rd = run.run_dir
+    if not (rd / PARAMS_NAME).is_file():
+        return False
     try:
-        recorded = json.loads((rd / PARAMS_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        recorded = read_json(rd / PARAMS_NAME, "grid run record")
+    except DataError as e:
+        warnings.warn(f"{e}; run {run.name!r} runs again", UserWarning, stacklevel=2)
         return False
     status = recorded.pop("status", None)
     if not isinstance(recorded.get("parameters"), dict) or _comparable(recorded) != _comparable(_params_record(run)):
         return False
-    if status is None:  # record without a status: completed when the notebook's metrics.json is there
-        return (rd / "metrics.json").is_file()
-    return status == "completed" and _has_metrics(rd)
+    if status is None and not (rd / "metrics.json").is_file():  # record without a status: the notebook's metrics
+        return False
+    if status is not None and (status != "completed" or not _has_metrics(rd)):
+        return False
+    problem = _metrics_problem(rd)
+    if problem is not None:
+        warnings.warn(f"{problem}; run {run.name!r} runs again", UserWarning, stacklevel=2)
+        return False
+    return True
 
 
 def _comparable(record: dict) -> dict:
@@ -733,6 +796,11 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
         _record(run, "failed")
         return {"status": "failed", "seconds": seconds, "error_cell": None,
                 "error": f"the {run.target} finished but wrote no metrics.json at or below run_dir"}
+    problem = _metrics_problem(rd)
+    if problem is not None:
+        _record(run, "failed")
+        return {"status": "failed", "seconds": seconds, "error_cell": None,
+                "error": f"the {run.target} finished but its metrics.json is not valid: {problem}"}
     _record(run, "completed")
     return {"status": "completed", "seconds": seconds, "map": _read_map(rd)}
 
@@ -757,9 +825,17 @@ def _run_notebook_target(run: Run, kernel: str, timeout: int | None, cwd: Path |
 
 
 def _read_map(rd: Path):
+    """The run's mAP from its (validated) metrics.json; None when the run directory holds several runs
+    below it (a loss zoo) or its metrics.json is missing or damaged (such a run is never complete:
+    :func:`run_is_complete`)."""
+    from .errors import DataError
+    from .results.rundir import read_metrics
+
+    if not (rd / "metrics.json").is_file():
+        return None
     try:
-        return json.loads((rd / "metrics.json").read_text()).get("map")
-    except (OSError, json.JSONDecodeError):
+        return read_metrics(rd / "metrics.json")["map"]
+    except DataError:
         return None
 
 

@@ -335,6 +335,102 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", *, expect: type 
     return obj
 
 
+def _plain(value):
+    """A numpy scalar as the plain Python value (for messages: 7.5, not np.float64(7.5))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def read_csv(path: str | os.PathLike, what: str = "CSV file", *, required=(), numeric=(), integer=(),
+             choices: dict | None = None, text=None, **pandas_options):
+    """Read a CSV file the package wrote (or a user gave), checked: the one CSV reader of the package.
+
+    ``path`` may end in ``.gz`` (gzip). ``what`` names the file's kind in the error. Checks, each raising
+    :class:`~hashlib_vit.errors.DataError` naming ``what``, the file, the line (1 = the header) and the
+    column: the file exists, is UTF-8 text, parses as CSV (no NUL bytes, no unterminated quote), has a
+    header and every line has as many fields as the header (a truncated or garbled line); the
+    ``required`` columns are present; the ``numeric`` columns hold numbers (empty cells allowed) and the
+    ``integer`` columns whole numbers (empty cells allowed; ``numeric="*"``: every column not in
+    ``integer``); a column of ``choices`` ({column: allowed
+    values}) holds only those values. ``text``: the file's contents when already read.
+    Returns a pandas DataFrame (numeric columns as float64, integer columns as float64 with NaN for
+    empty cells: pandas' own reading). ``pandas_options`` go to :func:`pandas.read_csv`.
+    """
+    import csv
+    import gzip
+    import io
+
+    import pandas as pd
+
+    from .errors import DataError
+
+    path = Path(path)
+    if text is None:
+        try:
+            raw = path.read_bytes()
+            if path.suffix == ".gz":
+                raw = gzip.decompress(raw)
+            text = raw.decode("utf-8")
+        except FileNotFoundError:
+            raise DataError(f"{what} {path} does not exist") from None
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise DataError(f"{what} {path} cannot be read as UTF-8 text: {e}; it is damaged or was not written by "
+                            "this package") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(f"{what} {path}, line {line}: holds NUL bytes (zeros left by a crash or a damaged disk); the "
+                        "file is damaged or was not written by this package")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise DataError(f"{what} {path} is empty or has no header line; expected a CSV file with columns "
+                            f"{list(required) or '...'}")
+        lines, end = [], reader.line_num  # the first physical line of every data row (pandas' row order)
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row or row == [""]:
+                continue  # a blank line (pandas skips it too)
+            if len(row) != len(header):
+                raise DataError(f"{what} {path}, line {start}: {len(row)} fields, the header has "
+                                f"{len(header)} ({', '.join(header)}); the line is truncated or damaged")
+            lines.append(start)
+    except csv.Error as e:
+        raise DataError(f"{what} {path}, line {reader.line_num}: not valid CSV ({e}); the file is damaged") from None
+    try:
+        df = pd.read_csv(io.StringIO(text), **pandas_options)
+    except (ValueError, pd.errors.ParserError) as e:  # pragma: no cover - the csv pass above catches these
+        raise DataError(f"{what} {path}: not valid CSV ({e})") from None
+    if len(lines) != len(df):  # pragma: no cover - the two parsers agree on plain CSV
+        lines = list(range(2, len(df) + 2))
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{what} {path}: column(s) {missing} missing; found {list(df.columns)}, expected at least "
+                        f"{list(required)}")
+    if numeric == "*":
+        numeric = [c for c in df.columns if c not in integer]
+    for col in list(numeric) + list(integer):
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if not bad.any() and col in integer:
+            bad = values.notna() & (values != values.round())
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{what} {path}, line {lines[i]}, column {col!r}: {_plain(df[col].iloc[i])!r}; expected "
+                            f"{'a whole number' if col in integer else 'a number'} (or an empty cell)")
+        df[col] = values
+    for col, allowed in (choices or {}).items():
+        if col not in df.columns:
+            continue
+        bad = ~df[col].isin(list(allowed))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{what} {path}, line {lines[i]}, column {col!r}: {_plain(df[col].iloc[i])!r}; expected one of "
+                            f"{', '.join(map(str, sorted(allowed)))}")
+    return df
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -285,7 +285,7 @@ def test_train_log_is_typed(made_run, tmp_path):
     other = copy_run(made_run, tmp_path)
     text = other.file("train_log.csv").read_text().splitlines()
     other.file("train_log.csv").write_text("\n".join(text[:3] + [text[3].replace(",0,", ",zero,", 1)] + text[4:]))
-    with pytest.raises(DataError, match=r"train_log.csv: column 'epoch' holds 'zero' \(line 4\); expected a number"):
+    with pytest.raises(DataError, match=r"train_log.csv, line 4, column 'epoch': 'zero'; expected a whole number"):
         other.train_log()
     other.file("train_log.csv").write_text("step,loss\n1,0.5\n")
     with pytest.raises(DataError, match=r"column\(s\) \['epoch'\] missing"):

@@ -36,6 +36,10 @@ rd.write_metrics({"method": loss, "loss": loss, "backbone": "tiny", "protocol": 
                   "map": map_value, "epochs": 1, "seed": seed, "pretrained": False, "curves": curves})'''
 
 
+METRICS = {"method": "csq", "backbone": "tiny", "protocol": "digits", "bits": 16, "topk": "all", "map": 0.5,
+           "epochs": 1, "seed": 0, "pretrained": False}  # a valid (schema 1) metrics.json
+
+
 def make_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -168,7 +172,7 @@ def test_interrupted_grid_keeps_summary_and_resumes(tmp_path, tiny_nb, monkeypat
             raise KeyboardInterrupt
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / runner.PARAMS_NAME).write_text(json.dumps(runner._params_record(run)))
-        (run.run_dir / "metrics.json").write_text(json.dumps({"map": 0.5}))
+        (run.run_dir / "metrics.json").write_text(json.dumps(METRICS))  # a valid one: the run is complete
         return {"status": "completed", "seconds": 0.0, "map": 0.5}
 
     monkeypatch.setattr(runner, "execute_run", fake_execute)
@@ -209,7 +213,8 @@ def test_completion_record(tmp_path, tiny_nb):
     run = load_grid(g).runs[0]
     rd = run.run_dir
     (rd / "loss-a_bits-16").mkdir(parents=True)
-    (rd / "loss-a_bits-16" / "metrics.json").write_text("{}")  # a notebook writing sub-run directories
+    metrics = METRICS
+    (rd / "loss-a_bits-16" / "metrics.json").write_text(json.dumps(metrics))  # a notebook writing sub-run directories
 
     def record(status, **over):
         rec = {**runner._params_record(run), "status": status}
@@ -222,6 +227,10 @@ def test_completion_record(tmp_path, tiny_nb):
     assert not runner.run_is_complete(run)
     record("completed", bits=32)  # other parameters
     assert not runner.run_is_complete(run)
+    record("completed")
+    (rd / "loss-a_bits-16" / "metrics.json").write_text(json.dumps({**metrics, "map": "high"}))
+    with pytest.warns(UserWarning, match=r"loss-a_bits-16/metrics.json: key 'map' is 'high'.*runs again"):
+        assert not runner.run_is_complete(run)  # a damaged metrics.json is not a finished run
 
 
 def test_dict_valued_parameters_sweep_as_values_not_linked_groups(tmp_path):

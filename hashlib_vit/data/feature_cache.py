@@ -181,16 +181,29 @@ def read_feature_cache(path: str | os.PathLike, key: dict | None = None) -> Feat
     """The one validating reader of a cache folder: manifest present, complete and (when ``key`` is
     given) for exactly this key; ``tokens.npy`` float16 of the manifest's shape and byte size.
     Raises DataError naming the folder and what is wrong."""
+    from ..utils import read_json
+
     path = Path(path)
     mpath = path / MANIFEST_FILE
-    try:
-        manifest = json.loads(mpath.read_text())
-    except FileNotFoundError:
-        raise DataError(f"feature cache {path}: no {MANIFEST_FILE} (incomplete build)") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"feature cache {path}: {MANIFEST_FILE} cannot be read ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("complete") is not True or manifest.get("format") != CACHE_FORMAT:
-        raise DataError(f"feature cache {path}: manifest is not a complete format-{CACHE_FORMAT} cache manifest")
+    if not mpath.exists():
+        raise DataError(f"feature cache {path}: no {MANIFEST_FILE} (incomplete build)")
+    manifest = read_json(mpath, f"feature cache {path}: manifest")
+    if manifest.get("complete") is not True or manifest.get("format") != CACHE_FORMAT:
+        raise DataError(f"feature cache {path}: manifest {mpath} fields 'complete'={manifest.get('complete')!r}, "
+                        f"'format'={manifest.get('format')!r}; expected a complete format-{CACHE_FORMAT} cache manifest")
+    for name, ok, expected in (
+            ("key", isinstance(manifest.get("key"), dict), "a JSON object"),
+            ("shape", isinstance(manifest.get("shape"), list) and len(manifest["shape"]) == 4
+             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in manifest["shape"]),
+             "4 integers >= 0 (views, images, tokens, dim)"),
+            ("dtype", manifest.get("dtype") == "float16", "'float16'"),
+            ("bytes", isinstance(manifest.get("bytes"), int) and not isinstance(manifest.get("bytes"), bool),
+             "an integer"),
+            ("file_bytes", isinstance(manifest.get("file_bytes"), int)
+             and not isinstance(manifest.get("file_bytes"), bool), "an integer")):
+        if not ok:
+            raise DataError(f"feature cache {path}: manifest {mpath} field {name!r} is "
+                            f"{manifest.get(name, '(missing)')!r}; expected {expected}")
     if key is not None and manifest.get("key") != json.loads(json.dumps(key)):
         saved = manifest.get("key") if isinstance(manifest.get("key"), dict) else {}
         diff = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))

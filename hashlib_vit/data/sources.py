@@ -82,20 +82,57 @@ class Pool:
         return np.array([i.split("/", 1)[0] for i in self.ids])
 
 
+def read_pool_cache(folder: str | os.PathLike, checksums: dict[str, str]) -> Pool:
+    """The one reader of a cached pool folder (``meta.json``, ``images.npy``, ``classes.npy``), checked.
+
+    Raises DataError naming the file and the field when meta.json is not a JSON object
+    (:func:`hashlib_vit.utils.read_json`) or lacks ``ids`` / ``class_names`` (lists of strings) or ``source``
+    (a string); when an array is not a readable .npy file (truncated or corrupt), ``images`` is not uint8
+    (N, 3, H, W), ``classes`` not integer (N,) in ``0..len(class_names)-1``, or the three disagree in N."""
+    from ..utils import read_json
+
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    meta = read_json(meta_path, "cached pool metadata")
+    for key in ("ids", "class_names"):
+        v = meta.get(key)
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise DataError(f"cached pool metadata {meta_path}: field {key!r} is {type(v).__name__}; expected a list "
+                            "of strings")
+    if not isinstance(meta.get("source"), str):
+        raise DataError(f"cached pool metadata {meta_path}: field 'source' is {meta.get('source')!r}; expected a string")
+    arrays = {}
+    for name in ("images", "classes"):
+        try:
+            arrays[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"cached pool {folder / (name + '.npy')} is not a readable .npy array ({e}); truncated or "
+                            "corrupt") from None
+    images, classes = arrays["images"], arrays["classes"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise DataError(f"cached pool {folder / 'images.npy'} is {images.dtype} {images.shape}; expected uint8 "
+                        "(N, 3, H, W)")
+    if classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer) or (
+            len(classes) and (classes.min() < 0 or classes.max() >= len(meta["class_names"]))):
+        raise DataError(f"cached pool {folder / 'classes.npy'} is {classes.dtype} {classes.shape}; expected integer "
+                        f"(N,) class indices in 0..{len(meta['class_names']) - 1} (field 'class_names' of {meta_path})")
+    if not len(images) == len(classes) == len(meta["ids"]):
+        raise DataError(f"cached pool {folder}: images.npy has {len(images)} rows, classes.npy {len(classes)}, field "
+                        f"'ids' of {meta_path} {len(meta['ids'])}; expected the same number")
+    return Pool(torch.from_numpy(images), classes, meta["ids"], meta["class_names"], meta["source"], checksums)
+
+
 def _cached_pool(kind: str, checksums: dict[str, str], build, cache: str | os.PathLike | None) -> Pool:
-    """Load the pool cached under the hash of (kind, source checksums), or build and cache it."""
+    """Load the pool cached under the hash of (kind, source checksums) (:func:`read_pool_cache`), or build
+    and cache it. A damaged cache is named in a UserWarning and built again."""
     key = hashlib.sha256(json.dumps([kind, sorted(checksums.items())]).encode()).hexdigest()[:20]
     folder = cache_dir(cache) / "pools" / f"{kind}-{key}"
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text())
-            images = torch.from_numpy(np.load(folder / "images.npy", allow_pickle=False))
-            classes = np.load(folder / "classes.npy", allow_pickle=False)
-            if len(images) == len(classes) == len(meta["ids"]):
-                return Pool(images, classes, meta["ids"], meta["class_names"], meta["source"], checksums)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            pass  # unreadable cache: rebuild it below
+            return read_pool_cache(folder, checksums)
+        except DataError as e:
+            warnings.warn(f"{e}; building the cached pool {folder} again", UserWarning, stacklevel=3)
     pool: Pool = build()
     # arrays first, meta.json last: a folder without meta.json is never read as a complete cache
     _atomic_save_npy(folder / "images.npy", pool.images.numpy())

@@ -46,7 +46,6 @@ The result is a ``weights_info`` dict (kept on the Backbone and recorded by ``ru
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -57,7 +56,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..utils import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -550,15 +549,35 @@ def _cfg_norm(model: nn.Module, fallback_mean, fallback_std):
 
 
 def _json_cfg_norm(path: Path):
-    """mean/std of a timm ``config.json`` next to a weights file (Hugging Face snapshot layout), if any."""
+    """mean/std of a timm ``config.json`` next to a weights file (Hugging Face snapshot layout), if any.
+
+    None when there is no config.json, or it has no ``pretrained_cfg`` (a config of another kind) or no
+    mean/std in it. Raises DataError naming the file and the field when config.json is not a JSON object
+    (:func:`hashlib_vit.utils.read_json`), ``pretrained_cfg`` is not an object, or its ``mean``/``std`` are
+    not 3 numbers (std > 0): the normalisation the weights were trained with would otherwise be replaced
+    silently by the default."""
+    from ..utils import read_json
+
     cfg_file = path.parent / "config.json"
-    try:
-        cfg = json.loads(cfg_file.read_text()).get("pretrained_cfg", {}) if cfg_file.is_file() else {}
-    except (OSError, ValueError, AttributeError):
+    if not cfg_file.is_file():
         return None
-    if isinstance(cfg, dict) and cfg.get("mean") and cfg.get("std"):
-        return tuple(cfg["mean"]), tuple(cfg["std"]), f"pretrained_cfg in {cfg_file}"
-    return None
+    where = f"config.json next to the weights file {cfg_file}"
+    cfg = read_json(cfg_file, where).get("pretrained_cfg")
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{where}: field 'pretrained_cfg' is {type(cfg).__name__}; expected a JSON object "
+                        "(timm's pretrained_cfg with mean and std)")
+    if cfg.get("mean") is None and cfg.get("std") is None:
+        return None
+    for key in ("mean", "std"):
+        v = cfg.get(key)
+        if (not isinstance(v, list) or len(v) != 3 or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                          for x in v)
+                or (key == "std" and any(x <= 0 for x in v))):
+            raise DataError(f"{where}: field 'pretrained_cfg.{key}' is {v!r}; expected 3 numbers (one per RGB "
+                            f"channel{', each > 0' if key == 'std' else ''}); fix or remove the file")
+    return tuple(cfg["mean"]), tuple(cfg["std"]), f"pretrained_cfg in {cfg_file}"
 
 
 # ----------------------------------------------------------------------------- the hub

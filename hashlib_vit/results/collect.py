@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,14 @@ def row_keys(df) -> list[str]:
 
 
 def _read_optional(rd: RunDir, name: str) -> dict:
+    """An optional JSON object of the run directory: {} when it is absent; a damaged one (not JSON, not an
+    object, a bad field of diagnostics.json) is named in a warning and read as {}."""
+    if not rd.file(name).is_file():
+        return {}
     try:
-        return rd.read_json(name)
-    except DataError:
+        return rd.diagnostics() if name == "diagnostics.json" else rd.read_json(name, dict)
+    except DataError as e:
+        warnings.warn(f"{e}; the run's row is made without it", UserWarning, stacklevel=3)
         return {}
 
 
@@ -86,7 +92,7 @@ def _training(metrics: dict, config: dict, env: dict) -> str:
     return ", ".join(parts)
 
 
-def collect(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+def collect(root: str | os.PathLike, *, on_error: str = "skip") -> "pd.DataFrame":  # noqa: F821
     """One row per completed run directory below ``root`` (every ``metrics.json``), sorted by path.
 
     Columns: every field of metrics.json (validated by :func:`~.rundir.read_metrics`; ``curves`` holds the
@@ -96,13 +102,32 @@ def collect(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     run is at chance level, :func:`~.analysis.collapse_note`; ``not evaluated`` without ``map_random``),
     the code statistics of ``diagnostics.json`` when the run has one (:data:`CODE_STATISTICS`, else NaN),
     and ``variant`` (the config values that tell runs of one table row apart, :func:`_add_variants`).
-    Raises DataError naming the file for a malformed metrics.json.
+
+    A run whose metrics.json is damaged (not JSON, a required key missing, a wrong type or range:
+    :func:`~.rundir.read_metrics`) is, with ``on_error="skip"`` (the default), left out with a
+    ``UserWarning`` naming the file and the key, so that one damaged run does not hide the others; the
+    messages are kept in ``df.attrs["skipped"]`` (tables list them in their notes and provenance.json).
+    When metrics.json files exist but none is usable, DataError names them all. ``on_error="raise"``:
+    DataError at the first damaged file. A damaged optional file (config.json, env.json,
+    diagnostics.json) is named in a warning and the row is made without it.
     """
     import pandas as pd
 
-    rows = []
-    for rd in find_runs(root):
-        m = rd.metrics()
+    if on_error not in ("skip", "raise"):
+        from ..errors import bad_choice
+
+        raise bad_choice("on_error", on_error, ("skip", "raise"))
+    rows, skipped = [], []
+    found = find_runs(root)
+    for rd in found:
+        try:
+            m = rd.metrics()
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            skipped.append(str(e))
+            warnings.warn(f"run skipped: {e}", UserWarning, stacklevel=2)
+            continue
         cfg = flatten(_read_optional(rd, "config.json"))  # sectioned (this version) or flat (older runs)
         env = _read_optional(rd, "env.json")
         row = dict(m)
@@ -120,6 +145,9 @@ def collect(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
         diag = _read_optional(rd, "diagnostics.json")
         row.update({k: diag[k] for k in CODE_STATISTICS if k in diag})
         rows.append(row)
+    if found and not rows:
+        raise DataError(f"none of the {len(found)} run directories below {str(root)!r} has a usable metrics.json: "
+                        + "; ".join(skipped))
     df = pd.DataFrame(rows)
     if len(df):
         df["bits"] = df["bits"].astype(int)
@@ -127,6 +155,7 @@ def collect(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
             if k not in df:
                 df[k] = float("nan")
         df = _add_variants(df)
+    df.attrs["skipped"] = skipped
     return df
 
 
@@ -149,12 +178,16 @@ def _add_variants(df):
 
 
 def failed_runs(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
-    """Rows of every ``grid_summary.csv`` below ``root`` whose status is not completed/skipped."""
+    """Rows of every ``grid_summary.csv`` below ``root`` whose status is not completed/skipped. Each summary
+    is read by :func:`hashlib_vit.runner.read_summary` (DataError naming the file, the line and the column
+    of a damaged one)."""
     import pandas as pd
+
+    from ..runner import read_summary
 
     frames = []
     for p in sorted(Path(root).rglob("grid_summary.csv")):
-        s = pd.read_csv(p)
+        s = read_summary(p)
         s = s[~s["status"].isin(["completed", "skipped"])]
         if len(s):
             frames.append(s.assign(summary=str(p)))

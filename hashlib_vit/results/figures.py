@@ -259,7 +259,9 @@ def _as_log(steps):
     import pandas as pd
 
     if isinstance(steps, (str, os.PathLike)):
-        return pd.read_csv(steps)
+        from ..utils import read_csv
+
+        return read_csv(steps, "training log", required=("step",), numeric="*")  # DataError naming file, line
     return steps.copy() if isinstance(steps, pd.DataFrame) else pd.DataFrame(list(steps))
 
 

@@ -19,7 +19,6 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 
 from ..utils import atomic_write_json
 from .rundir import SCHEMA_VERSION, check_curves, find_runs, read_metrics
@@ -30,8 +29,9 @@ def curves_from_codes(codes_path: str | os.PathLike, topk) -> dict:
     engine; ``topk``: the run's metrics ``topk`` (int, or ``"all"`` for the whole database)."""
     from ..retrieval import evaluate
 
-    with np.load(codes_path) as z:
-        args = (z["query_codes"], z["db_codes"], z["query_labels"], z["db_labels"])
+    from .rundir import read_codes
+
+    args = tuple(read_codes(codes_path))  # checked: DataError naming the file and the key
     k = None if topk in (None, "all") else int(topk)
     cv = evaluate(*args, topk=k, curves=True, tie_aware=False, empty_radius="exclude")
     return {"pr_hamming": cv["pr_hamming"], "pr_rank": cv["pr_rank"], "empty_radius": "exclude"}

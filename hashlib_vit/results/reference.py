@@ -28,18 +28,15 @@ def reference_results(path: str | os.PathLike | None = None) -> "pd.DataFrame": 
     ``value`` is a float (mAP in [0, 1]); ``bits`` an int, or ``"mean"`` for a mean over the paper's code
     lengths. ``path``: another CSV of the same columns (default: the package's paper_results.csv).
     Raises DataError naming the file when a column is missing or a value is not a number in [0, 1]."""
-    import pandas as pd
+
+    from ..utils import read_csv
 
     if path is None:
         where = "hashlib_vit/reference/paper_results.csv"
-        with resources.files("hashlib_vit.reference").joinpath("paper_results.csv").open("r") as f:
-            df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        text = resources.files("hashlib_vit.reference").joinpath("paper_results.csv").read_text()
     else:
-        where = str(path)
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in _REQUIRED if c not in df.columns]
-    if missing:
-        raise DataError(f"{where}: column(s) {missing} missing; expected {list(_REQUIRED)}")
+        where, text = str(path), None
+    df = read_csv(where, "reference results", required=_REQUIRED, text=text, dtype=str, keep_default_na=False)
     try:
         df["value"] = df["value"].astype(float)
     except ValueError as e:

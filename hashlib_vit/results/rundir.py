@@ -24,8 +24,9 @@ Every reader of metrics.json goes through :func:`read_metrics`, which validates 
 from __future__ import annotations
 
 import io
-import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +50,20 @@ def _check_type(where: str, key: str, value, types, expected: str, error=DataErr
     numeric = types in (int, _NUMBER) or (isinstance(types, tuple) and int in types and bool not in types)
     if not isinstance(value, types) or (numeric and isinstance(value, bool)):
         raise error(f"{where}: key {key!r} is {value!r} ({type(value).__name__}); expected {expected}")
+
+
+def _check_range(where: str, m: dict, error=DataError) -> None:
+    """The values' ranges: mAP a finite number in [0, 1], bits >= 1, epochs >= 0, topk >= 1 or 'all'."""
+    mp = m["map"]
+    if not np.isfinite(mp) or not 0 <= mp <= 1:
+        raise error(f"{where}: key 'map' is {mp!r}; expected a number in [0, 1]")
+    if m["bits"] < 1:
+        raise error(f"{where}: key 'bits' is {m['bits']!r}; expected an integer >= 1")
+    if m["epochs"] < 0:
+        raise error(f"{where}: key 'epochs' is {m['epochs']!r}; expected an integer >= 0")
+    topk = m["topk"]
+    if (isinstance(topk, str) and topk != "all") or (isinstance(topk, int) and topk < 1):
+        raise error(f"{where}: key 'topk' is {topk!r}; expected an integer >= 1 or 'all'")
 
 
 def check_curves(curves, where: str, error=DataError) -> dict:
@@ -90,6 +105,7 @@ def validate_metrics(m, where: str, *, error=DataError) -> int:
         raise error(f"{where}: required key(s) {missing} missing (schema {version} needs {list(REQUIRED_METRICS)})")
     for key, (types, expected) in _TYPES.items():
         _check_type(where, key, m[key], types, expected, error)
+    _check_range(where, m, error)
     if version == 2 or "curves" in m:
         if version == 2 and "curves" not in m:
             raise error(f"{where}: required key 'curves' missing (schema 2 stores the evaluation engine's curves)")
@@ -100,20 +116,54 @@ def validate_metrics(m, where: str, *, error=DataError) -> int:
 def read_metrics(path: str | os.PathLike) -> dict:
     """The validated contents of one ``metrics.json`` (schema 1 or 2, see the module docstring).
 
-    Raises DataError naming the file when it is missing, not JSON, or a required key is missing or has
-    the wrong type (e.g. ``bits`` a string, a ``curves`` list that is not a list)."""
+    Raises DataError naming the file (and the key) when it is missing, not JSON (with the line and column),
+    not a JSON object, or a required key is missing or has the wrong type or range (e.g. ``bits`` a string,
+    ``map`` ``"high"`` or 1.5, a ``curves`` list that is not a list): :func:`validate_metrics`."""
+    from ..utils import read_json
+
     p = Path(path)
-    try:
-        m = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{p} does not exist (is {p.parent} a run directory?)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p} is not valid JSON: {e}") from None
+    if not p.is_file() and not p.parent.is_dir():
+        raise DataError(f"metrics.json of a run {p} does not exist (is {p.parent} a run directory?)")
+    m = read_json(p, "metrics.json of a run", expect=None)
     validate_metrics(m, str(p))
     return m
 
 
 _CODE_KEYS = ("query_codes", "db_codes", "query_labels", "db_labels")
+
+
+def read_codes(path: str | os.PathLike) -> "RunCodes":
+    """A run's ``codes.npz`` (:meth:`RunDir.write_codes`), checked; returns :class:`RunCodes`.
+
+    Raises DataError naming the file and the key when it is missing or not an npz (truncated, corrupt), a key
+    of ``query_codes``/``db_codes``/``query_labels``/``db_labels`` is missing, codes are not 2-D int8 ±1,
+    the two code lengths differ, or labels and codes disagree in rows."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{p} does not exist (the run was made with save_codes=False, or is not complete)") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e}); truncated or corrupt") from None
+    missing = [k for k in _CODE_KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"{p}: key(s) {missing} missing; found {sorted(arrays)}, expected {list(_CODE_KEYS)}")
+    for k in ("query_codes", "db_codes"):
+        a = arrays[k]
+        if a.ndim != 2 or a.dtype != np.int8:
+            raise DataError(f"{p}: {k!r} is {a.dtype} with shape {a.shape}; expected a 2-D int8 array (n, bits)")
+        bad = a[(a != 1) & (a != -1)]
+        if bad.size:
+            raise DataError(f"{p}: {k!r} holds {int(bad[0])}; expected only -1 and +1")
+    q, d = arrays["query_codes"], arrays["db_codes"]
+    if q.shape[1] != d.shape[1]:
+        raise DataError(f"{p}: 'query_codes' have {q.shape[1]} bits but 'db_codes' {d.shape[1]}; expected equal")
+    for codes_key, labels_key in (("query_codes", "query_labels"), ("db_codes", "db_labels")):
+        if len(arrays[labels_key]) != len(arrays[codes_key]):
+            raise DataError(f"{p}: {labels_key!r} has {len(arrays[labels_key])} rows but {codes_key!r} has "
+                            f"{len(arrays[codes_key])}; expected one label row per code")
+    return RunCodes(**{k: arrays[k] for k in _CODE_KEYS})
 
 
 class RunCodes(NamedTuple):
@@ -177,15 +227,16 @@ class RunDir:
         """True when metrics.json exists (it is written last)."""
         return self.file("metrics.json").is_file()
 
-    def read_json(self, name: str) -> dict:
-        """A JSON file of the run directory; DataError naming the file when it is missing or not JSON."""
+    def read_json(self, name: str, expect: type | None = None):
+        """A JSON file of the run directory (:func:`hashlib_vit.utils.read_json`); DataError naming the file
+        when it is missing (is the folder a run directory?), not JSON (line and column) or its top level is
+        not ``expect`` (``dict``, ``list``; None: any)."""
+        from ..utils import read_json
+
         p = self.file(name)
-        try:
-            return json.loads(p.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{p} does not exist (is {self.path} a run directory?)") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p} is not valid JSON: {e}") from None
+        if not p.exists():
+            raise DataError(f"{p} does not exist (is {self.path} a run directory?)")
+        return read_json(p, f"{name} of a run", expect=expect)
 
     def metrics(self) -> dict:
         """metrics.json, validated by :func:`read_metrics`."""
@@ -196,11 +247,11 @@ class RunDir:
         file of this version and the flat files of older runs alike, :func:`hashlib_vit.config.flatten`)."""
         from ..config import flatten
 
-        return flatten(self.read_json("config.json"))
+        return flatten(self.read_json("config.json", dict))
 
     def env(self) -> dict:
         """env.json: versions, device, git commit, split checksums."""
-        return self.read_json("env.json")
+        return self.read_json("env.json", dict)
 
     # ------------------------------------------------------------------------- readers for notebooks
     def codes(self) -> RunCodes:
@@ -212,30 +263,10 @@ class RunDir:
         not an npz, a key is missing, codes are not 2-D int8 ±1, the two code lengths differ, labels and
         codes disagree in rows, or the code length / numbers of items disagree with metrics.json."""
         p = self.file("codes.npz")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise DataError(f"{p} does not exist (the run was made with save_codes=False, or is not complete)") from None
-        except (ValueError, OSError) as e:
-            raise DataError(f"{p} is not a readable .npz file: {e}") from None
-        missing = [k for k in _CODE_KEYS if k not in arrays]
-        if missing:
-            raise DataError(f"{p}: key(s) {missing} missing; found {sorted(arrays)}, expected {list(_CODE_KEYS)}")
-        for k in ("query_codes", "db_codes"):
-            a = arrays[k]
-            if a.ndim != 2 or a.dtype != np.int8:
-                raise DataError(f"{p}: {k!r} is {a.dtype} with shape {a.shape}; expected a 2-D int8 array (n, bits)")
-            bad = a[(a != 1) & (a != -1)]
-            if bad.size:
-                raise DataError(f"{p}: {k!r} holds {int(bad[0])}; expected only -1 and +1")
-        q, d = arrays["query_codes"], arrays["db_codes"]
-        if q.shape[1] != d.shape[1]:
-            raise DataError(f"{p}: 'query_codes' have {q.shape[1]} bits but 'db_codes' {d.shape[1]}; expected equal")
-        for codes_key, labels_key in (("query_codes", "query_labels"), ("db_codes", "db_labels")):
-            if len(arrays[labels_key]) != len(arrays[codes_key]):
-                raise DataError(f"{p}: {labels_key!r} has {len(arrays[labels_key])} rows but {codes_key!r} has "
-                                f"{len(arrays[codes_key])}; expected one label row per code")
+        if not p.exists():
+            raise DataError(f"{p} does not exist (the run was made with save_codes=False, or is not complete)")
+        codes = read_codes(p)
+        q, d = codes.query_codes, codes.db_codes
         if self.completed:
             m = self.metrics()
             for what, found, key in (("bits", q.shape[1], "bits"), ("query items", len(q), "n_query"),
@@ -243,7 +274,7 @@ class RunDir:
                 if key in m and m[key] != found:
                     raise DataError(f"{p}: {found} {what}, but metrics.json says {key}={m[key]}; the files are "
                                     f"from different runs")
-        return RunCodes(**{k: arrays[k] for k in _CODE_KEYS})
+        return codes
 
     def data(self, data_root: str | os.PathLike | None = None, **data_options):
         """The run's protocol splits rebuilt from config.json (protocol, data_root, split_seed, data_options),
@@ -277,10 +308,8 @@ class RunDir:
         key or holds a non-number."""
         if not self.file("evals.json").is_file():
             return []
-        evals = self.read_json("evals.json")
+        evals = self.read_json("evals.json", list)
         where = self.file("evals.json")
-        if not isinstance(evals, list):
-            raise DataError(f"{where}: holds {type(evals).__name__}; expected a list of evaluations")
         for i, e in enumerate(evals):
             for key, types in (("epoch", int), ("step", int), ("map", _NUMBER)):
                 v = e.get(key) if isinstance(e, dict) else None
@@ -323,23 +352,19 @@ class RunDir:
         if p is None:
             raise DataError(f"{self.file('train_log.csv')} does not exist or is empty (a training-free run "
                             "has no training log)")
-        log = pd.read_csv(p)
-        missing = [c for c in ("step", "epoch", "loss") if c not in log]
-        if missing:
-            raise DataError(f"{p}: column(s) {missing} missing; found {list(log.columns)}")
-        for col in log.columns:
-            values = pd.to_numeric(log[col], errors="coerce")
-            bad = values.isna() & log[col].notna()
-            if bad.any():
-                raise DataError(f"{p}: column {col!r} holds {log[col][bad].iloc[0]!r} (line {int(bad.idxmax()) + 2}); "
-                                "expected a number")
-            log[col] = values.astype("int64" if col in ("step", "epoch") else "float64")
-        return log
+        from ..utils import read_csv
+
+        log = read_csv(p, "training log", required=("step", "epoch", "loss"), integer=("step", "epoch"), numeric="*")
+        for col in ("step", "epoch"):
+            if log[col].isna().any():
+                i = int(np.flatnonzero(log[col].isna().to_numpy())[0])
+                raise DataError(f"training log {p}, data row {i + 1}, column {col!r}: empty; expected a whole number")
+        return log.astype({c: "int64" if c in ("step", "epoch") else "float64" for c in log.columns})
 
     def diagnostics(self) -> dict:
         """diagnostics.json (runs made with ``code_stats=True``): :func:`~.analysis.code_diagnostics` of the
         final model. Raises DataError naming the file and the key when one is missing or not a number."""
-        d = self.read_json("diagnostics.json")
+        d = self.read_json("diagnostics.json", dict)
         for key in ("mean_abs_u", "input_spread", "distinct_db_codes", "bit_balance"):
             v = d.get(key) if isinstance(d, dict) else None
             if not isinstance(v, _NUMBER) or isinstance(v, bool):
@@ -448,4 +473,4 @@ def run_metrics(cfg, model, data, topk, qc, dc, ql, dl, ev: dict,
 
 
 __all__ = ["REQUIRED_METRICS", "SCHEMA_VERSION", "RunCodes", "RunDir", "check_curves", "find_runs", "random_codes_map",
-           "read_metrics", "run_metrics", "validate_metrics"]
+           "read_codes", "read_metrics", "run_metrics", "validate_metrics"]

@@ -362,6 +362,11 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
     ``map_table.{csv,md,tex}`` (ours), ``comparison.{csv,md,tex}`` (ours + papers, differences stated),
     ``failed_runs.csv`` (when grid summaries list failures), ``figures/*.png`` and ``provenance.json``.
     Returns the DataFrames and paths.
+
+    A run whose metrics.json is damaged is skipped with a warning naming the file and the key
+    (:func:`~.collect.collect`); it is listed in ``notes`` (printed by ``hashlib-vit tables``) and in
+    provenance.json. Raises DataError when ``root`` does not exist, holds no run, or no usable run, and
+    when a grid_summary.csv below it is damaged (:func:`hashlib_vit.runner.read_summary`).
     """
     root, out = Path(root), Path(out)
     if not root.is_dir():
@@ -369,6 +374,7 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
     runs = collect(root)
     if len(runs) == 0:
         raise DataError(f"no completed run directory (no metrics.json) below {str(root)!r}")
+    failed = failed_runs(root)  # read (and checked) before anything is written
     make_dirs(out, "tables folder")
     files: list[Path] = []
     plain = runs.drop(columns=[c for c in ("config", "curves") if c in runs])
@@ -382,10 +388,10 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
     files += write_table(comp, out / "comparison",
                          caption="Our runs beside the papers' reported numbers (METHODS.md); every difference in "
                                  "setting is stated in the last column")
-    failed = failed_runs(root)
     if len(failed):
         files.append(atomic_write_text(out / "failed_runs.csv", failed.to_csv(index=False)))
     made, notes = make_figures(runs, out / "figures") if figures else ({}, ["figures not requested"])
+    notes = [f"run skipped: {m}" for m in runs.attrs.get("skipped", [])] + list(notes)
     files += list(made.values())
     prov = provenance(command, results_root=str(root), n_runs=int(len(runs)),
                       run_commits=sorted({str(c) for c in runs["git_commit"].dropna()}),

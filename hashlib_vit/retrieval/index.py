@@ -12,7 +12,6 @@ for the k nearest, then fetches every item within the k-th distance (a range sea
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,23 +239,77 @@ class HashIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HashIndex":
+        """Read an index written by :meth:`save`: ``path`` (the faiss index), ``path.meta.json`` and, when the
+        metadata says so, ``path.labels.npy``; everything is checked before the index is returned.
+
+        Raises DataError naming the file and the field when a file is missing or damaged: meta.json not a
+        JSON object (:func:`hashlib_vit.utils.read_json`) or a field missing / of the wrong type (``bits`` a
+        positive integer, ``kind`` one of :data:`KINDS`, ``ntotal`` an integer >= 0, ``has_labels`` a bool,
+        ``nlist``/``nprobe``/``hnsw_m``/``ef_search`` integers or null); the index bytes not a faiss binary
+        index (truncated or corrupt), of another kind or dimension than meta.json says (``bits``), or holding
+        another number of items than ``ntotal``; the labels not a .npy array or with another number of rows."""
+        from ..utils import read_json
+
         faiss = _faiss()
         path = Path(path)
         meta_path = path.with_name(path.name + ".meta.json")
+        labels_path = path.with_name(path.name + ".labels.npy")
         if not path.is_file() or not meta_path.is_file():
             raise DataError(f"{path} (and {meta_path.name}) must exist: save an index with HashIndex.save first")
-        meta = json.loads(meta_path.read_text())
-        index = cls(meta["bits"], meta["kind"], nlist=meta["nlist"], nprobe=meta["nprobe"], hnsw_m=meta["hnsw_m"],
-                    ef_search=meta["ef_search"])
-        index._index = faiss.deserialize_index_binary(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+        meta = read_json(meta_path, "index metadata")
+        where = f"index metadata {meta_path}"
+
+        def field(key, types, expected, *, optional=False, check=lambda v: True):
+            if key not in meta:
+                raise DataError(f"{where}: field {key!r} missing; expected {expected} (written by HashIndex.save)")
+            v = meta[key]
+            if v is None and optional:
+                return None
+            if not isinstance(v, types) or (bool not in (types if isinstance(types, tuple) else (types,))
+                                            and isinstance(v, bool)) or not check(v):
+                raise DataError(f"{where}: field {key!r} is {v!r}; expected {expected}")
+            return v
+
+        bits = field("bits", int, "a positive integer", check=lambda v: v > 0)
+        kind = field("kind", str, f"one of {', '.join(KINDS)}", check=lambda v: v in KINDS)
+        opts = {k: field(k, int, "a positive integer or null", optional=True, check=lambda v: v > 0)
+                for k in ("nlist", "nprobe", "hnsw_m", "ef_search")}
+        ntotal = field("ntotal", int, "an integer >= 0", check=lambda v: v >= 0)
+        has_labels = field("has_labels", bool, "true or false")
+        index = cls(bits, kind, **{k: v for k, v in opts.items() if v is not None or k == "nlist"})
+        try:
+            raw = faiss.deserialize_index_binary(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+        except (RuntimeError, ValueError, OSError) as e:  # faiss raises RuntimeError on truncated bytes
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise DataError(f"index file {path} is not a readable faiss binary index ({first}); it is truncated "
+                            "or corrupt: build the index again and save it") from None
+        want = {"flat": faiss.IndexBinaryFlat, "ivf": faiss.IndexBinaryIVF, "hnsw": faiss.IndexBinaryHNSW}[kind]
+        if not isinstance(raw, want):
+            raise DataError(f"index file {path} holds a {type(raw).__name__}, but {where} field 'kind' is {kind!r} "
+                            f"({want.__name__})")
+        if raw.d != index.dim:
+            raise DataError(f"index file {path} holds {raw.d}-bit codes, but {where} field 'bits' is {bits} "
+                            f"({index.dim} bits in whole bytes); the files are from different indexes")
+        index._index = raw
+        if index.ntotal != ntotal:
+            raise DataError(f"index file {path} holds {index.ntotal} items, but {where} field 'ntotal' is {ntotal}; "
+                            "the files are from different indexes")
         if index.kind == "ivf":
             index._index.nprobe = index.nprobe
         if index.kind == "hnsw":
             index._index.hnsw.efSearch = index.ef_search
-        if meta["has_labels"]:
-            index.labels = np.load(path.with_name(path.name + ".labels.npy"), allow_pickle=False)
-        if index.ntotal != meta["ntotal"]:
-            raise DataError(f"{path}: the index holds {index.ntotal} items but its metadata says {meta['ntotal']}")
+        if has_labels:
+            try:
+                labels = np.load(labels_path, allow_pickle=False)
+            except FileNotFoundError:
+                raise DataError(f"{labels_path} does not exist, but {where} field 'has_labels' is true") from None
+            except (OSError, ValueError, EOFError) as e:
+                raise DataError(f"index labels {labels_path} are not a readable .npy array ({e}); truncated or "
+                                "corrupt") from None
+            if labels.ndim not in (1, 2) or len(labels) != ntotal:
+                raise DataError(f"index labels {labels_path} have shape {labels.shape}; expected {ntotal} rows "
+                                f"({where} field 'ntotal'): class indices (n,) or multi-hot (n, C)")
+            index.labels = labels
         return index
 
 

@@ -40,6 +40,14 @@ def _parse_cell(key: str, text: str):
         return text
 
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text or 0)
+        return True
+    except ValueError:
+        return False
+
+
 class StepLog:
     """Per-step CSV log (``path`` None: write nothing). The header is the first row's keys (or the
     existing file's header when appending after a resume); each row is flushed to disk at once."""
@@ -91,18 +99,36 @@ class StepLog:
             if step > 0:
                 raise DataError(f"{self.path} is missing but the checkpoint is at step {step}: cannot resume the log")
             return []
-        lines = self.path.read_text().splitlines(keepends=True)
+        try:
+            lines = self.path.read_bytes().decode("utf-8").splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"training log {self.path} cannot be read as UTF-8 text ({e}); it is damaged") from None
         if not lines:
             return []
-        header = next(csv.reader([lines[0]]))
+        try:
+            header = next(csv.reader([lines[0]]))
+        except csv.Error as e:
+            raise DataError(f"training log {self.path}, line 1: not a CSV header ({e})") from None
+        if "step" not in header:
+            raise DataError(f"training log {self.path}, line 1: column 'step' missing; found {header}")
         kept, rows = [lines[0]], []
-        for line in lines[1:]:
+        for n, line in enumerate(lines[1:], start=2):
             if not line.endswith("\n"):
                 break  # a line cut by the kill
-            cells = next(csv.reader([line]), [])
+            try:
+                cells = next(csv.reader([line]), [])
+            except csv.Error:
+                break  # a line garbled by the kill
             if len(cells) != len(header):
                 break
-            row = {k: _parse_cell(k, v) for k, v in zip(header, cells)}
+            try:
+                row = {k: _parse_cell(k, v) for k, v in zip(header, cells)}
+            except ValueError:
+                bad = next(k for k, v in zip(header, cells) if k in ("step", "epoch") and not _is_int(v))
+                raise DataError(f"training log {self.path}, line {n}, column {bad!r}: "
+                                f"{cells[header.index(bad)]!r}; expected a whole number") from None
+            if row["step"] is None:
+                raise DataError(f"training log {self.path}, line {n}, column 'step': empty; expected a whole number")
             if row["step"] > step:
                 break
             kept.append(line)
