@@ -2,6 +2,7 @@
 checkpoint, and the Checkpointer the loop writes and resumes through (small objects, no training)."""
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -129,3 +130,32 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
     assert load_checkpoint(tmp_path / "ck.pt")["step"] == 4  # the previous checkpoint, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]  # no temporary file left
     assert "(step 4;" in ck.describe_last()  # an unfinished write is not the last good checkpoint
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("step", None, "field 'step' is missing"),
+    ("epoch", -1, "field 'epoch' is damaged (expected an integer >= 0"),
+    ("batch", "3", "field 'batch' is damaged"),
+    ("elapsed_s", "x", "field 'elapsed_s' is damaged"),
+    ("evals", "[{", "field 'evals' is damaged (expected the JSON text of a list"),
+    ("fingerprint", None, "field 'fingerprint' is missing"),
+    ("rng", {"torch": torch.zeros(1)}, "field 'rng' is damaged"),
+    ("optimizer", None, "field 'optimizer' is missing"),
+])
+def test_restore_names_a_missing_or_damaged_field_before_loading_anything(tmp_path, field, value, words):
+    """A checkpoint of the right version whose fields are missing or damaged: a DataError naming the file
+    and the field (was a raw KeyError / JSONDecodeError), and nothing restored into the objects."""
+    path = tmp_path / "ck.pt"
+    Checkpointer(path, FP, parts(0)).save(step=2, epoch=0, batch=2, elapsed_s=1.0, evals=[])
+    ckpt = torch.load(path, weights_only=True)
+    if value is None:
+        del ckpt[field]
+    else:
+        ckpt[field] = value
+    torch.save(ckpt, path)
+    fresh = parts(1)
+    before = {k: v.clone() for k, v in fresh["model"].state_dict().items()}
+    with pytest.raises(DataError, match=re.escape(words)) as err:
+        Checkpointer(path, FP, fresh).restore()
+    assert str(path) in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in fresh["model"].state_dict().items())

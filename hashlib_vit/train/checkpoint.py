@@ -111,7 +111,7 @@ def check_checkpoint(path: str | Path, fingerprint: dict, *, only_given: bool = 
     same split checksums and configuration as ``fingerprint`` (``only_given``: compare only the
     top-level keys present in ``fingerprint``). Returns the checkpoint dict."""
     ckpt = load_checkpoint(path)
-    saved = json.loads(ckpt["fingerprint"])
+    saved = _json_field(ckpt, "fingerprint", dict, path)
     if only_given:
         saved = {k: v for k, v in saved.items() if k in fingerprint}
     diffs = fingerprint_differences(saved, fingerprint)
@@ -119,6 +119,43 @@ def check_checkpoint(path: str | Path, fingerprint: dict, *, only_given: bool = 
         raise ConfigError(f"checkpoint {path} was written for a different run and cannot be resumed; "
                           f"differences: {'; '.join(diffs)}. Use another run_dir, or resume=False to start over.")
     return ckpt
+
+
+def _json_field(ckpt: dict, key: str, kind: type, path) -> object:
+    """``ckpt[key]``, a JSON text of a ``kind`` value, parsed; DataError naming the file and the field."""
+    text = ckpt.get(key)
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, kind):
+        raise DataError(f"checkpoint {path}: field {key!r} is {'missing' if key not in ckpt else 'damaged'} "
+                        f"(expected the JSON text of a {kind.__name__}); the file was not written by this version "
+                        "or was damaged — resume=False starts over")
+    return value
+
+
+def check_fields(ckpt: dict, path, objects) -> None:
+    """The fields :meth:`Checkpointer.restore` reads, checked before any is loaded: ``step``, ``epoch``,
+    ``batch`` integers >= 0, ``elapsed_s`` a number >= 0, ``evals`` (JSON list), ``rng`` (torch, numpy and
+    python states) and a state dict for each of ``objects``. DataError naming the file and the field."""
+    def bad(field, expected):
+        return DataError(f"checkpoint {path}: field {field!r} is {'missing' if field not in ckpt else 'damaged'} "
+                         f"(expected {expected}, found {type(ckpt.get(field)).__name__}); resume=False starts over")
+
+    for key in ("step", "epoch", "batch"):
+        v = ckpt.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(key, "an integer >= 0")
+    if isinstance(ckpt.get("elapsed_s"), bool) or not isinstance(ckpt.get("elapsed_s"), (int, float)):
+        raise bad("elapsed_s", "a number of seconds")
+    _json_field(ckpt, "evals", list, path)
+    rng = ckpt.get("rng")
+    if not isinstance(rng, dict) or not {"torch", "numpy", "python"} <= set(rng):
+        raise bad("rng", "the torch, numpy and python random states")
+    for key in objects:
+        if not isinstance(ckpt.get(key), dict):
+            raise bad(key, f"the state dict of the {key}")
 
 
 class Checkpointer:
@@ -146,6 +183,7 @@ class Checkpointer:
         :func:`check_checkpoint`), restore the RNG states, and return the position:
         ``{"step", "epoch", "batch", "elapsed_s", "evals"}`` (``evals``: the list of evaluations)."""
         ckpt = check_checkpoint(self.path, self.fingerprint)
+        check_fields(ckpt, self.path, self.objects)
         for key, obj in self.objects.items():
             if key != "scaler" or ckpt.get(key):
                 obj.load_state_dict(ckpt[key])
@@ -179,4 +217,4 @@ class Checkpointer:
 
 
 __all__ = ["CHECKPOINT_VERSION", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-           "fingerprint_differences", "check_checkpoint", "Checkpointer"]
+           "fingerprint_differences", "check_checkpoint", "check_fields", "Checkpointer"]
