@@ -90,6 +90,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .typecheck import coerce, fits, infer_type, parse_annotation
+from .results.collect import STATUSES, read_summary  # the grid summary's statuses and its one reader
 from .utils import atomic_write_text, make_dirs, resolve_path, to_jsonable
 
 GRID_KEYS = {"notebook", "target", "executor", "output", "name", "fixed", "sweep", "runs", "timeout",
@@ -99,7 +100,6 @@ EXECUTORS = ("sequential", "local", "submitit-local", "slurm")
 SUMMARY_NAME = "grid_summary.csv"
 PARAMS_NAME = "grid_params.json"
 SUBMITIT_FOLDER = ".submitit"
-STATUSES = ("pending", "submitted", "completed", "skipped", "failed", "interrupted")
 INSTALL_CLUSTER = 'pip install "hashlib_vit[cluster]" (or: pip install submitit)'
 
 
@@ -597,36 +597,6 @@ def write_summary(path: Path, rows: list[dict]) -> Path:
     import pandas as pd
 
     return atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
-
-
-def read_summary(path: str | os.PathLike):
-    """A grid's ``grid_summary.csv`` as a DataFrame (one row per run, the columns of :func:`run_grid`), checked
-    (:func:`hashlib_vit.utils.read_csv`).
-
-    Raises DataError naming the file, the line and the column when it is missing, not UTF-8 CSV (garbage
-    bytes, an unterminated quote), a line has more or fewer fields than the header (truncated), a column
-    ``run``/``status``/``run_dir`` is missing, ``run`` is empty, ``status`` is not one of
-    :data:`STATUSES`, ``seconds`` is not a number >= 0, ``map`` not a number in [0, 1] or ``error_cell``
-    not a whole number (empty cells allowed)."""
-    import numpy as np
-
-    from .errors import DataError
-    from .utils import read_csv
-
-    df = read_csv(path, "grid summary", required=("run", "status", "run_dir"), numeric=("seconds", "map"),
-                  integer=("error_cell",), choices={"status": STATUSES})
-    for col, ok, expected in (("run", df["run"].notna(), "a run name"),
-                              ("seconds", df["seconds"].isna() | (df["seconds"] >= 0) if "seconds" in df else None,
-                               "a number >= 0"),
-                              ("map", df["map"].isna() | df["map"].between(0, 1) if "map" in df else None,
-                               "a number in [0, 1]")):
-        if ok is not None and not ok.all():
-            i = int(np.flatnonzero(~ok.to_numpy())[0])
-            value = df[col].iloc[i]
-            value = value.item() if isinstance(value, np.generic) else value
-            raise DataError(f"grid summary {path}, data row {i + 1} (run {df['run'].iloc[i]!r}), column {col!r}: "
-                            f"{value!r}; expected {expected}")
-    return df
 
 
 # ----------------------------------------------------------------------------- one run

@@ -136,7 +136,7 @@ def test_skipped_images_are_recorded_in_env_and_metrics(coco_like, tmp_path):
     with pytest.warns(UserWarning, match="skipped 2 of 8"):
         data = get_protocol("coco").load(images, list_dir=lists, missing="skip")
     assert data.skipped() == {"database": {"count": 2, "examples": [db[6][0], db[7][0]]}}
-    res = run_experiment(protocol="coco", data=data, data_options={"missing": "skip"}, backbone="vit32_test", bits=8,
+    res = run_experiment(protocol="coco", data=data, data_options={"missing": "skip"}, backbone="vit32_test", bits=16,
                          epochs=1, batch_size=4, topk=None, device="cpu", progress=False, run_dir=str(tmp_path / "run"))
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["skipped_images"] == {"database": {"count": 2, "examples": [db[6][0], db[7][0]]}}

@@ -177,13 +177,45 @@ def _add_variants(df):
     return df
 
 
+#: The status of a run in a grid summary (``grid_summary.csv``) and its ``grid_params.json``.
+STATUSES = ("pending", "submitted", "completed", "skipped", "failed", "interrupted")
+
+
+def read_summary(path: str | os.PathLike):
+    """A grid's ``grid_summary.csv`` as a DataFrame (one row per run, the columns of :func:`run_grid`), checked
+    (:func:`hashlib_vit.utils.read_csv`).
+
+    Raises DataError naming the file, the line and the column when it is missing, not UTF-8 CSV (garbage
+    bytes, an unterminated quote), a line has more or fewer fields than the header (truncated), a column
+    ``run``/``status``/``run_dir`` is missing, ``run`` is empty, ``status`` is not one of
+    :data:`STATUSES`, ``seconds`` is not a number >= 0, ``map`` not a number in [0, 1] or ``error_cell``
+    not a whole number (empty cells allowed)."""
+    import numpy as np
+
+    from ..errors import DataError
+    from ..utils import read_csv
+
+    df = read_csv(path, "grid summary", required=("run", "status", "run_dir"), numeric=("seconds", "map"),
+                  integer=("error_cell",), choices={"status": STATUSES})
+    for col, ok, expected in (("run", df["run"].notna(), "a run name"),
+                              ("seconds", df["seconds"].isna() | (df["seconds"] >= 0) if "seconds" in df else None,
+                               "a number >= 0"),
+                              ("map", df["map"].isna() | df["map"].between(0, 1) if "map" in df else None,
+                               "a number in [0, 1]")):
+        if ok is not None and not ok.all():
+            i = int(np.flatnonzero(~ok.to_numpy())[0])
+            value = df[col].iloc[i]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise DataError(f"grid summary {path}, data row {i + 1} (run {df['run'].iloc[i]!r}), column {col!r}: "
+                            f"{value!r}; expected {expected}")
+    return df
+
+
 def failed_runs(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     """Rows of every ``grid_summary.csv`` below ``root`` whose status is not completed/skipped. Each summary
-    is read by :func:`hashlib_vit.runner.read_summary` (DataError naming the file, the line and the column
+    is read by :func:`read_summary` (DataError naming the file, the line and the column
     of a damaged one)."""
     import pandas as pd
-
-    from ..runner import read_summary
 
     frames = []
     for p in sorted(Path(root).rglob("grid_summary.csv")):
@@ -194,5 +226,5 @@ def failed_runs(root: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-__all__ = ["CODE_STATISTICS", "ROW_KEYS", "collect", "failed_runs", "family_of", "TABLE_KEYS", "variant_fields", "method_key",
+__all__ = ["CODE_STATISTICS", "ROW_KEYS", "STATUSES", "collect", "failed_runs", "read_summary", "family_of", "TABLE_KEYS", "variant_fields", "method_key",
            "row_keys"]
