@@ -17,6 +17,14 @@ from hashlib_vit.train import distributed as D
 from hashlib_vit.train.divergence import DivergenceGuard
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Bar:
     def update(self, n):
         pass
