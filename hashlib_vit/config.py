@@ -101,6 +101,9 @@ class TrainConfig:
     step_gamma: float = _f(0.1, "result", "schedule='step': the factor")
     warmup_steps: int = _f(50, "result", "linear warm-up steps")
     grad_clip: float | None = _f(None, "result", "clip the global grad norm at this value; None: off")
+    divergence_factor: float | None = _f(100.0, "record", "stop training when the loss rises above the lowest loss "
+                                         "of the first 10 steps by more than this factor times the size of that "
+                                         "loss (at least 1; docs/checks.md); None: off")
     amp: str = _f("auto", "result", "auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | off")
     compile: bool = _f(False, "result", "torch.compile the model")
     seed: int = _f(0, "result", "training seed (initialisation, batch order, augmentation)")
@@ -126,6 +129,10 @@ class TrainConfig:
             _positive("backbone_lr", self.backbone_lr, ", or None (the same as lr)")
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip, ", or None (off)")
+        if self.divergence_factor is not None and not (_is_number(self.divergence_factor)
+                                                       and 0 < self.divergence_factor < float("inf")):
+            raise ConfigError(f"divergence_factor={self.divergence_factor!r} must be a positive finite number, "
+                              "or None (no divergence check)")
         for name in ("momentum", "weight_decay"):
             v = getattr(self, name)
             if not _is_number(v) or v < 0:

@@ -27,6 +27,11 @@ class DiskFullError(WriteError):
     the free bytes and the bytes needed when known. Nothing partial was left behind."""
 
 
+class DivergenceError(HashlibVitError, FloatingPointError):
+    """Training diverged: a non-finite loss or grad norm, or a loss far above its early value (names the
+    step, the values, the likely cause and the last good checkpoint; hashlib_vit/train/divergence.py)."""
+
+
 def bad_choice(param: str, value, choices) -> ConfigError:
     choices = sorted(choices, key=str)
     return ConfigError(f"{param}={value!r} is not a known value; allowed: {', '.join(map(str, choices))}")

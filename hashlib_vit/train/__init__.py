@@ -7,7 +7,8 @@
   resume (RNG states), :class:`~.checkpoint.Checkpointer`;
 * :mod:`.steplog` — the per-step CSV log and the buffer that brings the step values (device tensors)
   to the host once per flush (every ``log_every_steps`` steps, before checkpoints, at the end of each
-  epoch), where a non-finite loss is caught;
+  epoch), where each step is checked by :mod:`.divergence` (a non-finite loss or grad norm, a loss far
+  above its early value: :class:`~hashlib_vit.errors.DivergenceError`);
 * :mod:`.distributed` — several processes under torchrun (DistributedDataParallel).
 
 Speed (CUDA): bf16 autocast (fp16 with a grad scaler on request), fused optimisers, optional

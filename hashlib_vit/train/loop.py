@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..losses.base import HashLoss, LossResult
 from . import distributed as D
 from .checkpoint import Checkpointer
+from .divergence import DivergenceGuard
 from .optim import amp_dtype, apply_lr, lr_factor, make_optimizer, param_groups
 from .steplog import StepBuffer, StepLog
 
@@ -46,7 +47,9 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
     checkpoint when it exists (ConfigError unless its ``fingerprint`` — split checksums and config —
     equals the one given here). ``dist_info``: this process's place under torchrun (DDP).
     ``max_steps``: stop after this global step (for tests and benchmarks; no final eval).
-    Raises FloatingPointError on a non-finite loss and :class:`OutOfMemory` when the device runs out.
+    Raises :class:`~hashlib_vit.errors.DivergenceError` (a FloatingPointError) on a non-finite loss or
+    grad norm or a loss far above its early value (``cfg.divergence_factor``, :mod:`.divergence`), and
+    :class:`OutOfMemory` when the device runs out.
     """
     cfg.validate()
     info, device = dist_info or D.SINGLE, torch.device(device)
@@ -73,8 +76,9 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
     step = start["step"]
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and info.is_main),
                dynamic_ncols=True)
+    guard = DivergenceGuard(cfg.divergence_factor, history["steps"], info, overflow_ok=scaler.is_enabled())
     buf = StepBuffer(log, history["steps"], bar, info, every=cfg.log_every_steps, batch_size=batches.batch_size,
-                     start_step=step, elapsed0=start["elapsed_s"])
+                     start_step=step, elapsed0=start["elapsed_s"], guard=guard)
     try:
         for epoch in range(start["epoch"], cfg.epochs):
             first = start["batch"] if epoch == start["epoch"] else 0
@@ -90,7 +94,7 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
                            lr=lr, weight=weight)
                 ckpt_now = bool(cfg.checkpoint_every_steps) and step % max(cfg.checkpoint_every_steps, 1) == 0
                 if ckpt_now or buf.due(step) or step == max_steps:
-                    buf.flush(ckpt.describe_last)  # before a checkpoint: never one after a non-finite loss
+                    buf.flush(ckpt.describe_last)  # before a checkpoint: never one after a diverged step
                 if ckpt_now and b + 1 < steps_per_epoch:  # on the epoch's last batch: after end_epoch/eval
                     ckpt.save(step=step, epoch=epoch, batch=b + 1, elapsed_s=buf.elapsed(), evals=history["evals"])
             buf.flush(ckpt.describe_last)

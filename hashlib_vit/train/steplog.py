@@ -8,9 +8,11 @@
   under torchrun, one ``all_reduce``) per flush instead of a device synchronisation per value per
   step. The loop flushes every ``log_every_steps`` steps, before every checkpoint, at ``max_steps``
   and at the end of each epoch. A flush writes one CSV row per buffered step, appends the rows to
-  the history, moves the progress bar, and checks the loss: the first non-finite one stops training
-  (FloatingPointError naming its step, epoch and batch and the last good checkpoint). Since a flush
-  precedes every checkpoint, no checkpoint is ever written after a non-finite step.
+  the history, moves the progress bar, and checks each step with a :class:`~.divergence.DivergenceGuard`:
+  the first non-finite loss or grad norm, or loss far above its early value, stops training
+  (:class:`~hashlib_vit.errors.DivergenceError`, a FloatingPointError, naming its step, epoch and batch
+  and the last good checkpoint). Since a flush precedes every checkpoint, no checkpoint is ever
+  written after a diverged step.
   Steps still in the buffer when a run dies (an exception, a kill) have no row; a resume replays
   them from the last checkpoint, which always has all its rows.
 """
@@ -27,6 +29,7 @@ import torch
 from ..errors import DataError
 from ..utils import atomic_write_text, make_dirs, write_error
 from . import distributed as D
+from .divergence import DivergenceGuard
 
 
 def _parse_cell(key: str, text: str):
@@ -155,13 +158,15 @@ class StepBuffer:
     ``batch_size``: global images per step (for ``images_per_s``). ``start_step`` / ``elapsed0``: the
     step and training seconds the run (re)starts from; ``time_s`` of a row is ``elapsed0`` plus the
     host seconds since the buffer was made (on CUDA the host runs ahead of the device; the last row
-    of every flush is stamped after the flush's synchronisation, so it is exact).
+    of every flush is stamped after the flush's synchronisation, so it is exact). ``guard``: the
+    divergence check (default: non-finite values only, see :mod:`.divergence`).
     """
 
     def __init__(self, log: StepLog, history: list, bar, info: D.DistInfo, *, every: int, batch_size: int,
-                 start_step: int = 0, elapsed0: float = 0.0):
+                 start_step: int = 0, elapsed0: float = 0.0, guard: DivergenceGuard | None = None):
         self.log, self.history, self.bar, self.info, self.every = log, history, bar, info, every
         self.batch_size, self.start_step, self.elapsed0 = batch_size, start_step, elapsed0
+        self.guard = guard if guard is not None else DivergenceGuard(None, history, info)
         self.t0 = time.perf_counter()
         self._rows: list[dict] = []  # host values + "_values": the step's device tensors
 
@@ -205,7 +210,8 @@ class StepBuffer:
     def flush(self, describe_last_checkpoint: Callable[[], str]) -> None:
         """Bring the buffered steps to the host, write their rows and empty the buffer.
 
-        Raises FloatingPointError at the first step whose loss is not finite (rows before it are
+        Raises DivergenceError (a FloatingPointError) at the first step the guard refuses — a
+        non-finite loss or grad norm, a loss far above its early value — (rows before it are
         written), naming the step, epoch, batch and ``describe_last_checkpoint()``."""
         if not self._rows:
             return
@@ -216,21 +222,22 @@ class StepBuffer:
         for r in rows:
             n = 1 + len(r["parts"]) + int(r["clipped"])
             vals, pos = values[pos:pos + n], pos + n
-            if not math.isfinite(vals[0]):
-                raise FloatingPointError(
-                    f"loss became {vals[0]} at step {r['step']} (epoch {r['epoch']}, batch {r['batch']}); "
-                    f"{describe_last_checkpoint()}. Lower the learning rate, set grad_clip, or check the inputs.")
-            elapsed = r["t"] - self.t0
-            row = {"step": r["step"], "epoch": r["epoch"], "loss": vals[0],
-                   **{f"loss_{k}": v for k, v in zip(r["parts"], vals[1:])},
-                   "lr": r["lr"], "grad_norm": vals[-1] if r["clipped"] else None,
-                   "time_s": round(self.elapsed0 + elapsed, 4),
-                   "images_per_s": round((r["step"] - self.start_step) * self.batch_size / max(elapsed, 1e-9), 2)}
+            grad_norm = vals[-1] if r["clipped"] else None
+            self.guard.check({**r, "loss": vals[0]}, grad_norm, describe_last_checkpoint)
+            row = self._row(r, vals, grad_norm)
             self.history.append(row)
             self.log.write(row)
         self.bar.update(len(rows))
         self.bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", img_s=f"{self.history[-1]['images_per_s']:.0f}",
                              epoch=self.history[-1]["epoch"], refresh=False)
+
+    def _row(self, r: dict, vals: list[float], grad_norm: float | None) -> dict:
+        """The log row of buffered step ``r`` with its host values ``vals`` (loss, parts, grad norm)."""
+        elapsed = r["t"] - self.t0
+        return {"step": r["step"], "epoch": r["epoch"], "loss": vals[0],
+                **{f"loss_{k}": v for k, v in zip(r["parts"], vals[1:])},
+                "lr": r["lr"], "grad_norm": grad_norm, "time_s": round(self.elapsed0 + elapsed, 4),
+                "images_per_s": round((r["step"] - self.start_step) * self.batch_size / max(elapsed, 1e-9), 2)}
 
 
 __all__ = ["StepLog", "StepBuffer"]
