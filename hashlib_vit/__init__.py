@@ -5,7 +5,7 @@ run directory -> tables. ``run_experiment`` walks it for one experiment.
 """
 __version__ = "0.1.0"
 
-from .errors import ConfigError, DataError, HashlibVitError  # noqa: E402
+from .errors import ConfigError, DataError, DiskFullError, DivergenceError, HashlibVitError, WriteError  # noqa: E402
 
 
 def __getattr__(name):  # lazy: importing the package stays cheap
@@ -24,5 +24,5 @@ def __getattr__(name):  # lazy: importing the package stays cheap
     raise AttributeError(f"module 'hashlib_vit' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "ConfigError", "DataError", "HashlibVitError", "run_experiment", "RunConfig", "RunResult",
-           "map_at_k"]
+__all__ = ["__version__", "ConfigError", "DataError", "DiskFullError", "DivergenceError", "HashlibVitError", "WriteError",
+           "run_experiment", "RunConfig", "RunResult", "map_at_k"]

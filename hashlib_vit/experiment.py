@@ -188,6 +188,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "world_size": dist_info.world_size,
         "eval_time_s": round(eval_time, 3),
     }
+    _warn_if_at_chance(metrics, history)
     if rd:
         if history["evals"]:
             rd.write_json("evals.json", history["evals"])
@@ -200,6 +201,28 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                                                                          rd.path)))
         rd.write_metrics(metrics)
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
+
+
+#: mAP at most this multiple of the random-codes mAP is "at chance" (:func:`_warn_if_at_chance`).
+CHANCE_RATIO = 1.1
+
+
+def _warn_if_at_chance(metrics: dict, history: dict) -> None:
+    """A UserWarning when the final mAP is at the chance level of random codes (``map <= CHANCE_RATIO *
+    map_random``): a run that learned nothing should not complete without a word. A bounded loss (DCH,
+    TransHash, HashNet, OrthoHash) with a learning rate far too high saturates instead of exploding, so
+    the divergence check (train/divergence.py) cannot see it; this is where it shows."""
+    import warnings
+
+    m, r = metrics.get("map"), metrics.get("map_random")
+    if m is None or not r or m > CHANCE_RATIO * r:
+        return
+    steps = history.get("steps") or []
+    losses = f" (loss {steps[0]['loss']:.4g} at step 1, {steps[-1]['loss']:.4g} at the end)" if steps else ""
+    warnings.warn(f"mAP {m:.4f} is at the chance level of random codes (map_random {r:.4f}): the model learned "
+                  f"nothing usable{losses}. Likely causes: a learning rate far too high (a bounded loss saturates "
+                  "instead of diverging), too few epochs or steps, or frozen weights with nothing to train",
+                  UserWarning, stacklevel=3)
 
 
 __all__ = ["RunConfig", "RunResult", "run_experiment", "transforms_for"]

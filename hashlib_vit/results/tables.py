@@ -366,7 +366,7 @@ def build_tables(root: str | os.PathLike, out: str | os.PathLike, *, select: str
     A run whose metrics.json is damaged is skipped with a warning naming the file and the key
     (:func:`~.collect.collect`); it is listed in ``notes`` (printed by ``hashlib-vit tables``) and in
     provenance.json. Raises DataError when ``root`` does not exist, holds no run, or no usable run, and
-    when a grid_summary.csv below it is damaged (:func:`hashlib_vit.runner.read_summary`).
+    when a grid_summary.csv below it is damaged (:func:`hashlib_vit.results.collect.read_summary`).
     """
     root, out = Path(root), Path(out)
     if not root.is_dir():
