@@ -90,7 +90,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .typecheck import coerce, fits, infer_type, parse_annotation
-from .results.collect import STATUSES, read_summary  # the grid summary's statuses and its one reader
+from .results.collect import read_summary  # the grid summary's one reader
 from .utils import atomic_write_text, make_dirs, resolve_path, to_jsonable
 
 GRID_KEYS = {"notebook", "target", "executor", "output", "name", "fixed", "sweep", "runs", "timeout",

@@ -18,6 +18,17 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (training tests: exact values and no oversubscription on 2 cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $HASHLIB_VIT_SHARED_DATA); the test is skipped when it is absent."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hashlib_vit.errors import ConfigError, DataError, HashlibVitError
+from hashlib_vit.errors import ConfigError, DataError
 
 TINY = dict(backbone="vit32_test", bits=16, epochs=1, batch_size=64, progress=False, device="cpu", warmup_steps=2)
 

@@ -7,6 +7,7 @@ named with their numbers; the losses, label checks, splits and evaluation at 5,0
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,31 +17,26 @@ from hashlib_vit.errors import ConfigError, DataError
 from hashlib_vit.losses import build_loss
 from hashlib_vit.losses.centers import (CenterDistanceWarning, expected_close_pairs, gv_lower_bound,
                                         max_codes_upper_bound, mean_pairwise_distance, pairwise_distance_range)
-from hashlib_vit.losses.csq import hadamard, hash_centers
+from hashlib_vit.losses.csq import hash_centers
 from hashlib_vit.losses.dpn import polarization_targets
 from hashlib_vit.losses.orthohash import make_codebook, maxhd_codebook
 from hashlib_vit.models.hashmodel import HashOutput
 from hashlib_vit.retrieval import evaluate
 
 
-def legacy_centers(num_classes, bits, seed=0):
-    """The original implementation (all pairs as a C x C int64 matrix), the reference for the values."""
-    if bits & (bits - 1) == 0 and 2 * bits >= num_classes:
-        h = hadamard(bits)
-        return torch.from_numpy(np.concatenate([h, -h])[:num_classes]).float()
-    rng = np.random.default_rng(seed)
-    best, best_score = None, -1.0
-    for _ in range(20):
-        c = np.full((num_classes, bits), -1, dtype=np.int64)
-        for i in range(num_classes):
-            c[i, rng.choice(bits, bits // 2, replace=False)] = 1
-        d = (bits - c @ c.T) / 2
-        off = d[~np.eye(num_classes, dtype=bool)] if num_classes > 1 else np.array([bits])
-        if off.min() > bits / 4 and off.mean() >= bits / 2:
-            return torch.from_numpy(c).float()
-        if off.min() > best_score:
-            best, best_score = c, off.min()
-    return torch.from_numpy(best).float()
+def _bench():
+    """benchmarks/bench_many_classes.py as a module (its naive references are the tests' references too)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_many_classes.py"
+    spec = importlib.util.spec_from_file_location("bench_many_classes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+#: The original implementation (all pairs as a C x C int64 matrix), the reference for the values.
+legacy_centers = _bench().naive_centers
 
 
 def legacy_maxhd(num_classes, bits, seed=0, pool=4096):

@@ -16,11 +16,8 @@ from hashlib_vit.utils import seed_everything
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # every test here (tests/conftest.py)
     yield
-    torch.set_num_threads(n)
 
 
 class BankLoss(HashLoss):

@@ -34,14 +34,6 @@ def logged_steps(path) -> int:
     return max(len(lines) - 2, 0)  # header and a possibly incomplete last line
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sigkill_at_random_step_then_resume_is_exact(tmp_path, one_thread, root):
     reference = run_experiment(**RUN, run_dir=str(tmp_path / "ref"))
 

@@ -346,8 +346,6 @@ class RunDir:
         ``epoch`` int64, every other column (``loss``, ``loss_<part>``, ``lr``, ``grad_norm``, ``time_s``,
         ``images_per_s``) float64 (empty cells: NaN). Raises DataError naming the file and the column when
         the file is missing, lacks ``step``/``epoch``/``loss``, or holds a non-number."""
-        import pandas as pd
-
         p = self.log_path()
         if p is None:
             raise DataError(f"{self.file('train_log.csv')} does not exist or is empty (a training-free run "

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import time
 from pathlib import Path
 from typing import Callable
