@@ -32,9 +32,14 @@ def _onehot(c, k=80):
 @pytest.fixture
 def coco_like(tmp_path):
     """A tiny COCO-layout list folder (80 classes) over real PNGs: 3 query, 8 database (train = 4 of them)."""
-    images = tmp_path / "images"
-    q = [(f"q/{i}.png", _onehot(i)) for i in range(3)]
-    db = [(f"db/{i}.png", _onehot(i % 5)) for i in range(8)]
+    return _coco_folder(tmp_path, "images", "q/{i}.png", "db/{i}.png")
+
+
+def _coco_folder(tmp_path, images_name, query_path, db_path):
+    """Images (real PNGs) and COCO-layout lists: 3 query items, 8 database items, train = the first 4."""
+    images = tmp_path / images_name
+    q = [(query_path.format(i=i), _onehot(i)) for i in range(3)]
+    db = [(db_path.format(i=i), _onehot(i % 5)) for i in range(8)]
     for k, (p, _) in enumerate(q + db):
         _png(images / p, seed=k)
     _lists(tmp_path / "lists", {"test": q, "train": db[:4], "database": db})
@@ -102,12 +107,7 @@ def test_duplicates_and_labels_that_do_not_fit_the_protocol(tmp_path, coco_like)
 
 
 def test_paths_with_spaces_round_trip_through_lists_export_and_the_split_cache(tmp_path):
-    images = tmp_path / "my images"
-    q = [(f"query set/cat {i}.png", _onehot(i)) for i in range(3)]
-    db = [(f"data base/ünï cødé {i}.png", _onehot(i % 5)) for i in range(8)]
-    for k, (p, _) in enumerate(q + db):
-        _png(images / p, seed=k)
-    _lists(tmp_path / "lists", {"test": q, "train": db[:4], "database": db})
+    images, _, q, db = _coco_folder(tmp_path, "my images", "query set/cat {i}.png", "data base/ünï cødé {i}.png")
     data = get_protocol("coco").load(images, list_dir=tmp_path / "lists")
     assert data.query.ids == [p for p, _ in q] and data.database.ids == [p for p, _ in db]
     data.export(tmp_path / "exported")

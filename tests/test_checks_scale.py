@@ -39,19 +39,8 @@ def _bench():
 legacy_centers = _bench().naive_centers
 
 
-def legacy_maxhd(num_classes, bits, seed=0, pool=4096):
-    rng = np.random.default_rng(seed)
-    pool = max(int(pool), num_classes)
-    cand = np.where(rng.random((pool, bits)) < 0.5, -1, 1).astype(np.int64)
-    chosen = [0]
-    min_d = (bits - cand @ cand[0]) // 2
-    min_d[0] = -1
-    for _ in range(1, num_classes):
-        j = int(np.argmax(min_d))
-        chosen.append(j)
-        min_d = np.minimum(min_d, (bits - cand @ cand[j]) // 2)
-        min_d[chosen] = -1
-    return torch.from_numpy(cand[chosen]).float()
+#: The original MaxHD (same pool up to 1,024 classes, the sizes compared here).
+legacy_maxhd = _bench().naive_maxhd
 
 
 def naive_range(c):
