@@ -65,10 +65,31 @@ def test_a_zero_byte_or_non_image_file_in_a_list_is_refused_at_load(coco_like):
     images, lists, _, db = coco_like
     (images / db[2][0]).write_bytes(b"")
     with pytest.raises(DataError, match=r"coco train split \(.*lists/train.txt\): 1 listed image file\(s\) are "
-                                        r"empty \(0 bytes\), e.g. .*images/db/2.png; replace or remove"):
+                                        r"empty \(0 bytes\), e.g. .*images/db/2.png; replace them or remove"):
         get_protocol("coco").load(images, list_dir=lists)
+    with pytest.raises(DataError, match=r"are empty .*missing='skip' leaves out only images that do not exist"):
+        get_protocol("coco").load(images, list_dir=lists, missing="skip")  # a broken file is not a missing one
     (images / db[2][0]).write_text("<html>not found</html>")
     with pytest.raises(DataError, match=r"are not an image .*db/2.png"):
+        get_protocol("coco").load(images, list_dir=lists)
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_a_truncated_image_with_a_valid_header_is_refused_at_load(tmp_path, ext):
+    """Cut short by a copy or a download: the header is fine, the end marker is missing. Found at load (was:
+    accepted, then the run failed when the image was decoded, after its run directory was reset)."""
+
+    images, lists, _, db = _coco_folder(tmp_path, "images", "q/{i}." + ext, "db/{i}." + ext)
+    path = images / db[3][0]
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    whole = path.read_bytes()
+    get_protocol("coco").load(images, list_dir=lists)  # complete files: accepted
+    path.write_bytes(whole + b"\0" * 100)  # trailing bytes after the end marker: still a valid image
+    get_protocol("coco").load(images, list_dir=lists)
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"1 listed image file\(s\) are truncated \(the file ends before the image "
+                                        r"does.*\), e.g. .*db/3\." + ext):
         get_protocol("coco").load(images, list_dir=lists)
 
 

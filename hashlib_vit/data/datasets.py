@@ -142,12 +142,12 @@ class FileSplit:
             if (state == "missing").all():
                 raise DataError(f"{name}: none of the {len(ids)} listed images exists under data_root={str(self.root)!r}: "
                                 f"the list paths and data_root do not match. {_prefix_hint(self.root, ids[0])}")
-            bad = {k: [ids[i] for i in np.flatnonzero(state == k)] for k in ("empty", "not an image")}
+            bad = {k: [ids[i] for i in np.flatnonzero(state == k)] for k in _BROKEN}
             for kind, paths in bad.items():  # always an error: a broken file is not a missing one
                 if paths:
-                    raise DataError(f"{name}: {len(paths)} listed image file(s) are {kind} "
-                                    f"({'0 bytes' if kind == 'empty' else 'no JPEG/PNG/GIF/BMP/WebP/TIFF header'}), "
-                                    f"e.g. {self.root / paths[0]}; replace or remove them from the list")
+                    raise DataError(f"{name}: {len(paths)} listed image file(s) are {kind} ({_BROKEN[kind]}), "
+                                    f"e.g. {self.root / paths[0]}; replace them or remove them from the list "
+                                    "(missing='skip' leaves out only images that do not exist)")
             missing_ids = [ids[i] for i in np.flatnonzero(state == "missing")]
             if missing_ids:
                 if missing == "error":
@@ -179,27 +179,55 @@ class FileSplit:
         return torch.stack([ds[int(i)] for i in idx])
 
 
+# the broken-file states of :func:`file_states` and what each means
+_BROKEN = {"empty": "0 bytes", "not an image": "no JPEG/PNG/GIF/BMP/WebP/TIFF header",
+           "truncated": "the file ends before the image does: cut short by a copy or a download"}
+
 # the first bytes of the image formats PIL reads here (JPEG, PNG, GIF, BMP, WebP, TIFF)
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+# the last bytes of a complete file: JPEG's end-of-image marker, PNG's IEND chunk (searched in the last 64 bytes)
+_IMAGE_END = {b"\xff\xd8\xff": b"\xff\xd9", b"\x89PNG\r\n\x1a\n": b"IEND\xaeB`\x82"}
 
 
 def _file_state(path) -> str:
     try:
         with open(path, "rb") as f:
             head = f.read(12)
+            if not head:
+                return "empty"
+            if not (head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+                return "not an image"
+            end = next((e for m, e in _IMAGE_END.items() if head.startswith(m)), None)
+            if end is None:
+                return "ok"
+            f.seek(max(0, f.seek(0, 2) - 64))
+            tail = f.read()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return "missing"
-    if not head:
-        return "empty"
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    if end in tail:
         return "ok"
-    return "not an image"
+    return "ok" if _decodes(path) else "truncated"  # no end marker: decode it (some files carry trailing bytes)
+
+
+def _decodes(path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises several kinds for a truncated or damaged file
+        return False
 
 
 def file_states(root, ids: list[str], threads: int = 8) -> np.ndarray:
-    """For each listed image ``root/id``: ``"ok"``, ``"missing"``, ``"empty"`` (0 bytes) or ``"not an image"``
-    (no JPEG/PNG/GIF/BMP/WebP/TIFF header): one open and a 12-byte read per file, in ``threads`` threads.
-    A truncated image with a valid header is found only when it is decoded (``load_square`` names it)."""
+    """For each listed image ``root/id``: ``"ok"``, ``"missing"``, ``"empty"`` (0 bytes), ``"not an image"``
+    (no JPEG/PNG/GIF/BMP/WebP/TIFF header) or ``"truncated"`` (a JPEG without its end-of-image marker or a
+    PNG without its IEND chunk that does not decode): a 12-byte read of the head and a 64-byte read of the
+    tail per file, in ``threads`` threads; only a file without its end marker is decoded in full. Damage
+    inside a complete file is found when it is decoded (``load_square`` names it)."""
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
