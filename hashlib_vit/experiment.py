@@ -20,7 +20,8 @@ from .losses import TRAINING_FREE, build_loss
 from .models import HashModel, build_model
 from .results import RunDir, run_metrics
 from .retrieval import encode, evaluate
-from .train import amp_dtype, check_checkpoint, train
+from .train import StepLog, amp_dtype, check_checkpoint, train
+from .train.checkpoint import check_fields
 from .train.distributed import current, env_world_size, init_distributed
 from .utils import env_info, resolve_device, resolve_path, seed_everything
 
@@ -116,8 +117,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     fingerprint = {"split_checksums": data.checksums, "config": cfg.fingerprint()}
     rd = None
     if run_path is not None and dist_info.is_main:  # only rank 0 writes the run directory
-        if resuming:
-            check_checkpoint(ckpt_path, fingerprint, only_given=True)  # before anything is overwritten
+        if resuming:  # the checkpoint, its fields and the log it continues: checked before anything is overwritten
+            ckpt = check_checkpoint(ckpt_path, fingerprint, only_given=True)
+            check_fields(ckpt, ckpt_path, ("model", "loss", "optimizer", "scaler"))
+            StepLog(run_path / "train_log.csv").rows_until(ckpt["step"], rewrite=False)
             rd = RunDir(run_path).prepare(overwrite=False)
             for name in ("metrics.json", "codes.npz"):  # a resumed run is not complete until it says so
                 rd.file(name).unlink(missing_ok=True)

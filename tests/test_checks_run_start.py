@@ -268,3 +268,32 @@ def test_grid_force_rerun_that_cannot_start_keeps_the_finished_run(finished, tmp
     after = snapshot(rd)
     assert {k: after.get(k) for k in results} == results
     assert json.loads((rd / "grid_params.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["epoch-word", "rows-missing", "checkpoint-field"])
+def test_resume_over_a_finished_run_checks_log_and_checkpoint_before_touching_it(tmp_path, damage):
+    """``resume=True`` over a finished run whose train_log.csv is damaged (or lacks rows the checkpoint
+    needs, or whose checkpoint lacks a field): the error comes before metrics.json / codes.npz are removed
+    and before config.json is rewritten."""
+    from hashlib_vit.experiment import run_experiment
+
+    rd = tmp_path / "run"
+    params = {**TINY, "epochs": 2, "checkpoint_every_steps": 3, "run_dir": str(rd)}
+    run_experiment(params)
+    log = rd / "train_log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    if damage == "epoch-word":
+        cells = lines[2].split(",")
+        lines[2] = ",".join([cells[0], "zero", *cells[2:]])
+        log.write_text("".join(lines))
+    elif damage == "rows-missing":
+        log.write_text("".join(lines[:2]))
+    else:
+        ckpt = torch.load(rd / "checkpoint.pt", weights_only=True)
+        del ckpt["optimizer"]
+        torch.save(ckpt, rd / "checkpoint.pt")
+    before = snapshot(rd)
+    with pytest.raises(DataError, match=r"training log .*line 3, column 'epoch'|does not belong to this checkpoint|"
+                                        r"field 'optimizer' is missing"):
+        run_experiment({**params, "resume": True})
+    assert snapshot(rd) == before

@@ -89,12 +89,13 @@ class StepLog:
         with open(self.path, newline="") as f:
             return next(csv.reader(f))
 
-    def rows_until(self, step: int) -> list[dict]:
+    def rows_until(self, step: int, *, rewrite: bool = True) -> list[dict]:
         """Rewrite the log (atomically) to hold exactly the complete rows with ``step <= step`` and
         return them (parsed: ``step``/``epoch`` int, numbers float, empty cells None). Used on resume:
         rows written after the checkpoint are dropped and the replayed steps write them again, so the
-        log has every step exactly once. Raises DataError when the log does not hold steps
-        ``1..step`` (missing, or belonging to another run)."""
+        log has every step exactly once. ``rewrite=False``: only read and check (before a resume
+        touches the run directory). Raises DataError when the log does not hold steps ``1..step``
+        (missing, damaged, or belonging to another run)."""
         if self.path is None:
             return []
         if not self.path.exists():
@@ -138,7 +139,8 @@ class StepLog:
         if (rows[-1]["step"] if rows else 0) != step or [r["step"] for r in rows] != list(range(1, step + 1)):
             raise DataError(f"{self.path} holds steps {rows[0]['step'] if rows else None}..{rows[-1]['step'] if rows else None}"
                             f" but the checkpoint is at step {step}: the log does not belong to this checkpoint")
-        atomic_write_text(self.path, "".join(kept))
+        if rewrite:
+            atomic_write_text(self.path, "".join(kept))
         return rows
 
     def close(self) -> None:
