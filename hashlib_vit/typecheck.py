@@ -103,6 +103,8 @@ def type_name(tp: Any) -> str:
         return "None"
     if tp is Any:
         return "any value"
+    if origin in (list, tuple) and typing.get_args(tp):  # list[int]: the items' type too
+        return f"list[{type_name(typing.get_args(tp)[0])}]"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -131,6 +131,18 @@ def test_papermill_string_lists_reach_notebooks_03_and_07_as_lists(tmp_path):
     assert got == {"timing_sizes": [2000, 20000]}
 
 
+def test_list_items_are_checked_in_the_check_cell(tmp_path):
+    """``-p timing_sizes '[2000, "x"]'``: the list parameters declare their items (``list[int]``, ``list[str]``),
+    so a wrong item stops the notebook in its check cell, not after training."""
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match=r"timing_sizes=.*must be list\[int\]"):
+        _run_head(ROOT / "notebooks" / "07_retrieval.ipynb", tmp_path, {"timing_sizes": '[2000, "x"]'},
+                  ["timing_sizes"])
+    with pytest.raises(PapermillExecutionError, match=r"study_losses=.*must be list\[str\]"):
+        _run_head(ROOT / "notebooks" / "03_aevit_hsc.ipynb", tmp_path, {"study_losses": "[1, 2]"}, ["study_losses"])
+
+
 def test_papermill_unknown_parameter_stops_the_notebook_before_any_run_directory(tmp_path):
     import papermill
     from papermill.exceptions import PapermillExecutionError
