@@ -56,3 +56,13 @@ def test_tiny_and_wrong_inputs(case):
         evaluate(q[0], d, ql[:1], dl)
     with pytest.raises(DataError, match=r"topk=500 must be an integer in 1\.\.200"):
         evaluate(q, d, ql, dl, topk=500)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_a_config_error(case):
+    from hashlib_vit.errors import ConfigError
+
+    q, d, ql, dl, _ = case
+    with pytest.raises(ConfigError, match=r"device='cuda' was asked for but CUDA is not available"):
+        evaluate(q, d, ql, dl, topk=50, backend="torch", device="cuda")
+    assert evaluate(q, d, ql, dl, topk=50, backend="torch", device="cpu")["map"] == pytest.approx(case[4], abs=1e-12)

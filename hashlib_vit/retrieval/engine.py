@@ -457,8 +457,13 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         dlab = np.ascontiguousarray(dlab.T)  # (words, N)
     if use_torch:
         # the device asked for, else the codes' GPU, else the CPU (backend="torch" on CPU arrays or tensors)
-        dev = torch.device(device) if device is not None else next(
-            (x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu"), torch.device("cpu"))
+        if device is not None:
+            from ..utils import resolve_device
+
+            dev = resolve_device(device)  # ConfigError for a CUDA device on a machine without CUDA
+        else:
+            dev = next((x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu"),
+                       torch.device("cpu"))
         c.qp = torch.as_tensor(qp).to(dev)
         c.dp = torch.as_tensor(dp).to(dev)
         if perm is not None:
