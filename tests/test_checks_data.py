@@ -202,3 +202,8 @@ def test_a_truncated_cifar_archive_is_named(tmp_path):
     (root / "cifar10_jpg_truck.zip").write_bytes(buf[: len(buf) // 2])
     with pytest.raises(DataError, match=r"CIFAR-10 archive .*cifar10_jpg_truck.zip is damaged or truncated"):
         load_cifar10_pool(root, cache=tmp_path / "cache")
+
+
+def test_a_data_root_given_to_the_embedded_digits_is_said_to_be_unused(tmp_path):
+    with pytest.warns(UserWarning, match=r"protocol 'digits' is embedded .*data_root='/nonexistent' is not used"):
+        get_protocol("digits").load("/nonexistent", cache=tmp_path / "c")

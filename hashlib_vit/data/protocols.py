@@ -260,6 +260,11 @@ def _load_digits(protocol: Protocol, data_root=None, seed: int = 0, split_dir=No
                  cache_splits: bool = True, **_):
     from .digits import load_digits_images
 
+    if data_root is not None:  # said, not silently ignored (a data_root meant for another protocol?)
+        import warnings
+
+        warnings.warn(f"protocol 'digits' is embedded (scikit-learn's handwritten digits): data_root={str(data_root)!r} "
+                      "is not used", UserWarning, stacklevel=3)
     images, classes = load_digits_images(protocol.img_size)
     ids = [f"digits/{i:04d}" for i in range(len(classes))]
     return make_splits(protocol, images, classes, ids, seed, n_query_per_class=protocol.n_query // 10,
