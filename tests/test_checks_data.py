@@ -1,5 +1,6 @@
 """Issue 18, kind 2: data that is wrong is refused at load, naming the file, line or folder and what was expected;
 paths with spaces round-trip; skipped images are recorded with the run."""
+import hashlib
 import json
 import zipfile
 
@@ -180,6 +181,21 @@ def test_a_damaged_split_manifest_is_named_and_the_cache_rewritten(tmp_path):
     (folder / "checksums.json").write_text('{"sha256": ["a"]}')
     with pytest.raises(DataError, match=r"field 'sha256' must be a mapping"):
         read_manifest(folder)
+    # a cached list file edited or damaged (it disagrees with its own manifest): named and written again
+    export = get_protocol("digits").load(seed=0, cache=tmp_path / "cache2")
+    folder2 = split_cache_folder("digits", 0, tmp_path / "cache2")
+    q = folder2 / "query.txt"
+    q.write_text(q.read_text().replace("digits/", "digitz/", 1))
+    with pytest.warns(UserWarning, match=r"query.txt no longer match\(es\) the sha256 in its checksums.json"):
+        again = get_protocol("digits").load(seed=0, cache=tmp_path / "cache2")
+    assert again.checksums == export.checksums and read_manifest(folder2) == export.checksums
+    # a cache whose files and manifest agree but differ from the split drawn now: the data or the code changed
+    (folder2 / "query.txt").write_text(q.read_text().replace("digits/", "digitz/", 1))
+    sums = json.loads((folder2 / "checksums.json").read_text())  # the manifest made to agree with the file
+    sums["sha256"]["query"] = hashlib.sha256((folder2 / "query.txt").read_bytes()).hexdigest()
+    (folder2 / "checksums.json").write_text(json.dumps(sums))
+    with pytest.raises(DataError, match=r"differs from the split drawn now .* the data or the split code changed"):
+        get_protocol("digits").load(seed=0, cache=tmp_path / "cache2")
     # an imported split folder with a damaged manifest is the user's: refused, named, never rewritten
     d.export(tmp_path / "mine")
     (tmp_path / "mine" / "checksums.json").write_text("not json")

@@ -180,6 +180,14 @@ def _sync_split_cache(data: ProtocolData, cache=None) -> Path:
                           stacklevel=2)
             export_splits(data, folder)
             return folder
+        damaged = [n for n in SPLIT_NAMES
+                   if not (folder / f"{n}.txt").is_file() or sha256_file(folder / f"{n}.txt") != want.get(n)]
+        if damaged:  # a list file that disagrees with its own manifest: damaged, never trusted, written again
+            warnings.warn(f"split cache {folder}: {', '.join(n + '.txt' for n in damaged)} no longer match(es) the "
+                          "sha256 in its checksums.json (edited or damaged); writing the split cache again from the "
+                          "split drawn now", UserWarning, stacklevel=2)
+            export_splits(data, folder)
+            return folder
         for n in SPLIT_NAMES:
             got = sha256_file(folder / f"{n}.txt")
             if want.get(n) != data.checksums[n] or got != data.checksums[n]:
