@@ -154,8 +154,13 @@ def write_error(e: OSError, path: str | os.PathLike, *, what: str = "file", need
                 break
             except OSError:
                 continue
-        need = "" if needed is None else f", {'at least ' if at_least else ''}{_fmt_bytes(needed)} needed"
-        have = "" if free is None else f"; {_fmt_bytes(free)} free on the disk of {folder}"
+        if needed is None:
+            need = ""
+        elif at_least:  # a lower bound: what was written before the disk filled (freed again since)
+            need = f"; {_fmt_bytes(needed)} had been written when it filled (the file needs more)"
+        else:
+            need = f", {_fmt_bytes(needed)} needed"
+        have = "" if free is None else f"; {_fmt_bytes(free)} free now on the disk of {folder}"
         cause = "the disk quota is exceeded" if e.errno != errno.ENOSPC else "the disk is full"
         err = DiskFullError(f"{cause}: cannot write {what} {path} ({e.strerror or code}, errno {code}){have}{need}. "
                             f"Nothing was written there (an earlier {path.name}, if any, is unchanged). Free some "

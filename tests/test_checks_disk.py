@@ -83,7 +83,7 @@ def test_checkpoint_on_full_disk_is_one_clear_error_and_keeps_the_previous_one(t
         save_checkpoint(path, _state())
     msg = str(err.value)
     # not torch's chained "unexpected pos ... vs ..." error: one message naming the file and the cause
-    assert "disk is full" in msg and str(path) in msg and "free on the disk of" in msg
+    assert "disk is full" in msg and str(path) in msg and "free now on the disk of" in msg
     assert "unexpected pos" not in msg and len(msg) < 600
     assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
     assert isinstance(err.value, HashlibVitError) and err.value.filename == str(path)
@@ -239,3 +239,15 @@ def test_training_run_with_a_full_disk_at_the_checkpoint(tmp_path, full_disk):
     rd = tmp_path / "run"
     assert not (rd / "metrics.json").exists()
     assert [p for p in rd.rglob("*.tmp")] == []
+
+
+def test_a_write_of_unknown_size_says_how_much_was_written_when_the_disk_filled(tmp_path, full_disk):
+    full_disk(3000, only="blob.bin")
+
+    def write(f):
+        for _ in range(10):
+            f.write(b"x" * 1000)
+
+    with pytest.raises(DiskFullError, match=r"3,000 bytes had been written when it filled \(the file needs more\)"):
+        utils.atomic_write(tmp_path / "blob.bin", write)
+    assert list(tmp_path.iterdir()) == []
