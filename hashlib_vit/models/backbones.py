@@ -102,7 +102,7 @@ def _check_weights(weights) -> str | None:
     p = Path(os.path.expanduser(str(weights)))
     if not p.is_file():
         raise ConfigError(
-            f"weights={weights!r}: no such file. Give a local checkpoint (.pth/.bin/.safetensors, a Google JAX .npz, "
+            f"weights={weights!r}: {'a folder, not a file' if p.is_dir() else 'no such file'}. Give a local checkpoint (.pth/.bin/.safetensors, a Google JAX .npz, "
             "a torchvision or DINOv2 state dict), 'hub' for the timm pretrained tag (Hugging Face cache, or "
             "download when online), or None to train from scratch."
         )
