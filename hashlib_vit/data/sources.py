@@ -156,15 +156,17 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
                 im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except Exception as e:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError)
-        raise DataError(f"cannot decode image {name}: {type(e).__name__}: {e} (corrupt or truncated file?)") from e
+        why = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))  # PIL names the in-memory buffer
+        raise DataError(f"cannot decode image {name}: {type(e).__name__}: {why} (corrupt or truncated file?)") from e
 
 
-def _decode_many(items, read, size: int | None, threads: int | None = None) -> np.ndarray:
-    """Decode many images (name list + reader) into uint8 (N, H, W, 3) using a few threads."""
+def _decode_many(items, read, size: int | None, threads: int | None = None, where=None) -> np.ndarray:
+    """Decode many images (name list + reader) into uint8 (N, H, W, 3) using a few threads; ``where``: the
+    folder or archive the names are relative to, for the messages."""
     threads = threads or min(4, os.cpu_count() or 1)
 
     def one(name):
-        return decode_image(read(name), name, size)
+        return decode_image(read(name), f"{where}/{name}" if where is not None else name, size)
 
     if threads == 1:
         arrays = [one(n) for n in items]
@@ -258,7 +260,7 @@ def _read_cifar_zips(zips: dict[str, Path]) -> Pool:
                 bad = [n for n in names if n.split("/")[1] != c]
                 if bad:
                     raise DataError(f"{zips[c]}: entry {bad[0]} is not in a '{c}' folder")
-                arr = _decode_many(names, z.read, None, threads=1)
+                arr = _decode_many(names, z.read, None, threads=1, where=zips[c])
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as e:
             raise DataError(f"CIFAR-10 archive {zips[c]} is damaged or truncated ({type(e).__name__}: {e}); "
                             f"download it again. {CIFAR10_HOWTO}") from e
@@ -413,7 +415,7 @@ def load_image_folder(root: str | os.PathLike, splits: tuple[str, ...] | None = 
     sums = {"files": h.hexdigest(), "count": str(len(rel)), "size": str(size)}
 
     def build() -> Pool:
-        arr = _decode_many(rel, lambda r: (root / r).read_bytes(), size)
+        arr = _decode_many(rel, lambda r: (root / r).read_bytes(), size, where=root)
         return Pool(torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2))), cls, rel, names,
                     f"image folder {root}")
 
