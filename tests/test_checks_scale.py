@@ -55,9 +55,15 @@ def naive_range(c):
                                                (100, 32, 0), (21, 16, 0), (80, 48, 0), (100, 64, 0), (300, 24, 2),
                                                (1, 8, 0), (2, 6, 0)])
 def test_hash_centers_values_unchanged(classes, bits, seed):
+    """The all-pairs code's values, except that a row repeating an earlier one (two classes sharing a center,
+    which the old code returned) is drawn again: the first occurrences stay where they were."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CenterDistanceWarning)
-        assert torch.equal(hash_centers(classes, bits, seed), legacy_centers(classes, bits, seed))
+        new, old = hash_centers(classes, bits, seed), legacy_centers(classes, bits, seed)
+    first = {}
+    repeat = np.array([first.setdefault(r.numpy().tobytes(), i) != i for i, r in enumerate(old)])
+    assert torch.equal(new[~repeat], old[~repeat])
+    assert len({r.numpy().tobytes() for r in new}) == classes
 
 
 @pytest.mark.parametrize("classes,bits,seed", [(10, 16, 0), (100, 64, 3), (100, 48, 1), (80, 128, 2), (3, 5, 0)])
@@ -245,3 +251,13 @@ def test_label_checks_and_split_at_10k_classes_fast():
     tracemalloc.stop()
     assert time.perf_counter() - t < 5 and peak < y.nbytes / 4
     assert bad.tolist() == [7] and k[9] == 0 and k[0] == 1 and k[7] == float(y[7].sum())
+
+
+@pytest.mark.parametrize("classes,bits", [(70, 8), (1000, 16), (12000, 16)])
+def test_centers_are_distinct_whenever_distinct_centers_exist(classes, bits):
+    """70 classes at 8 bits: exactly C(8, 4) = 70 balanced codes exist, but a random draw repeats some (29
+    classes shared a center); repeats are drawn again, so no two classes share a center."""
+    with pytest.warns(CenterDistanceWarning, match=r"classes shared a center in the best random draw .* drawn again"):
+        c = hash_centers(classes, bits).numpy()
+    assert len({r.tobytes() for r in c}) == classes and (c == 1).sum(1).tolist() == [bits // 2] * classes
+    assert pairwise_distance_range(c)[0] >= 2

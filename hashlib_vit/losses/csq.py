@@ -54,7 +54,9 @@ def hash_centers(num_classes: int, bits: int, seed: int = 0, method: str = "auto
     classes than distinct codes of K bits with K//2 ones (C(K, K//2)); a ``min_distance`` that no code of
     C words and K bits can have (Plotkin/Hamming bounds) or that 20 random draws do not reach (the message
     gives the numbers and the bits at which random centres usually meet it). Warns
-    (:class:`~hashlib_vit.losses.centers.CenterDistanceWarning`) when CSQ's own criterion is not met.
+    (:class:`~hashlib_vit.losses.centers.CenterDistanceWarning`) when CSQ's own criterion is not met, and
+    when the best draw repeated a center: the repeats are then drawn again until all C centers are
+    distinct (always possible, C <= C(K, K//2) here; the other rows keep their values).
     """
     if method not in CENTER_METHODS:
         raise bad_choice("centers", method, CENTER_METHODS)
@@ -112,6 +114,13 @@ def hash_centers(num_classes: int, bits: int, seed: int = 0, method: str = "auto
         raise ConfigError(f"center_min_distance={min_distance} not reached: {num_classes} classes at {bits} bits, "
                           f"the best of the random draws has its closest centers {best_score} apart; "
                           + distance_advice(num_classes, bits, int(min_distance), best_score, True))
+    if best_score == 0:  # classes sharing a center cannot be told apart: redraw the repeats (C <= C(K, K/2) here)
+        shared = count_shared(best)
+        best = _redraw_repeats(best, rng, w)
+        best_score = pairwise_distance_range(best)[0]
+        warnings.warn(f"hash centers: {shared} of {num_classes} classes shared a center in the best random draw at "
+                      f"{bits} bits; their repeats were drawn again until every center is distinct",
+                      CenterDistanceWarning, stacklevel=2)
     mean = mean_pairwise_distance(best)
     if best_score <= crit or mean < bits / 2:
         dup = f"; {count_shared(best)} classes share a center with another class" if best_score == 0 else ""
@@ -123,6 +132,21 @@ def hash_centers(num_classes: int, bits: int, seed: int = 0, method: str = "auto
                          ". Training works, but classes with close centers are harder to tell apart."),
                       CenterDistanceWarning, stacklevel=2)
     return torch.from_numpy(best).float()
+
+
+def _redraw_repeats(c: np.ndarray, rng: np.random.Generator, w: int) -> np.ndarray:
+    """``c`` (C, K) int8 ±1 with each row that repeats an earlier one drawn again (``w`` entries +1, from
+    ``rng``) until all rows are distinct. Needs C <= C(K, w); the expected number of draws is at most
+    about C(K, w) * ln(C(K, w) / (C(K, w) - C + 1)) (the coupon collector's)."""
+    c = c.copy()
+    bits = c.shape[1]
+    seen: set[bytes] = set()
+    for i in range(len(c)):
+        while c[i].tobytes() in seen:
+            c[i] = -1
+            c[i, rng.choice(bits, w, replace=False)] = 1
+        seen.add(c[i].tobytes())
+    return c
 
 
 def fill_vector(bits: int, seed: int) -> torch.Tensor:
