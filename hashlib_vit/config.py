@@ -58,6 +58,8 @@ class DataConfig:
     protocol: str = _f("digits", "result", "retrieval protocol (hashlib_vit.data.PROTOCOLS)")
     data_root: str | None = _f(None, "record", "folder of the data set; None: the protocol's default")
     split_seed: int = _f(0, "result", "seed of the query/train/database split (kept fixed across training seeds)")
+    val_per_class: int = _f(0, "result", "items of each class moved from train into a validation split, evaluated "
+                            "as val_map against the rest of train (0: none; multi-label: x classes items in all)")
     data_options: dict = _f({}, "result", "further options of the protocol's loader, e.g. {'missing': 'skip'}")
 
 
@@ -272,6 +274,7 @@ class RunConfig:
         _int_at_least("bits", self.bits, 1)
         _int_at_least("split_seed", self.split_seed, 0)
         _at_most_seed("split_seed", self.split_seed)
+        _int_at_least("val_per_class", self.val_per_class, 0, "(0: no validation split)")
         if self.method is not None and not isinstance(self.method, str):
             raise ConfigError(f"method={self.method!r} must be a display name (a string) or None (from head and loss)")
         _int_at_least("eval_every", self.eval_every, 0, "(0: only after the last epoch)")
@@ -347,7 +350,7 @@ class RunConfig:
         The partial fine-tuning fields count only when set, so checkpoints written before they existed
         still resume.
         """
-        unset = {"freeze_blocks": 0, "feature_cache": False, "cache_views": 1}
+        unset = {"freeze_blocks": 0, "feature_cache": False, "cache_views": 1, "val_per_class": 0}
         return {k: v for k, v in self.flat().items()
                 if field_role(k) == "result" and not (k in unset and v == unset[k])}
 

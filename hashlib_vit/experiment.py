@@ -84,6 +84,10 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     elif data.protocol.name != protocol.name or data.seed != cfg.split_seed:
         raise ConfigError(f"data was loaded for protocol={data.protocol.name!r}, split_seed={data.seed}, but the run "
                           f"asks for protocol={protocol.name!r}, split_seed={cfg.split_seed}")
+    if cfg.val_per_class:  # carved from train (seeded, per class); query and database untouched
+        from .data.validation import carve_validation
+
+        data = carve_validation(data, cfg.val_per_class, cfg.split_seed)
     topk = protocol.topk if cfg.topk == "protocol" else cfg.topk
     n_db, n_train = data.sizes()["database"], data.sizes()["train"]
     if cfg.loss not in TRAINING_FREE and cfg.batch_size > n_train:
@@ -156,16 +160,26 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
 
     last_eval: dict = {}  # the most recent evaluation, reused when it was made after the last epoch
 
+    def validation_map() -> float | None:
+        """mAP of the validation items as queries against the rest of train (None without a validation split)."""
+        if data.validation is None:
+            return None
+        vc, vl = codes_of(data.validation)
+        tc, tl = codes_of(data.train)
+        return float(evaluate(vc, tc, vl, tl, topk=None if topk is None else min(topk, len(tl)))["map"])
+
     def evaluate_now(epoch: int) -> dict:
         t = time.perf_counter()
         qc, ql = codes_of(data.query)
         dc, dl = codes_of(data.database)
         ev = evaluate(qc, dc, ql, dl, topk=topk)
-        last_eval.update(epoch=epoch, codes=(qc, ql, dc, dl), ev=ev, seconds=time.perf_counter() - t)
+        last_eval.update(epoch=epoch, codes=(qc, ql, dc, dl), ev=ev, val_map=validation_map(),
+                         seconds=time.perf_counter() - t)
         return last_eval
 
     def eval_fn(epoch: int) -> dict:
-        return {"map": evaluate_now(epoch)["ev"]["map"]}
+        now = evaluate_now(epoch)
+        return {"map": now["ev"]["map"], **({} if now["val_map"] is None else {"val_map": now["val_map"]})}
 
     t0 = time.perf_counter()
     history = train(train_model, loss, train_batches, cfg.train, device=device,
@@ -191,6 +205,8 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "world_size": dist_info.world_size,
         "eval_time_s": round(eval_time, 3),
     }
+    if final["val_map"] is not None:  # for choosing hyper-parameters; the reported mAP stays the query set's
+        metrics.update(val_map=final["val_map"], val_per_class=cfg.val_per_class)
     _warn_if_at_chance(metrics, history)
     if rd:
         if history["evals"]:

@@ -108,6 +108,8 @@ class ProtocolData:
     origin: str = ""
     pool_size: int | None = None  # items in the pool a drawn/official split was taken from
     report: object = field(default=None, repr=False)  # the check_protocol report made at load (Protocol.load)
+    # items carved from train to choose hyper-parameters on (data/validation.py carve_validation); None: none
+    validation: Split | FileSplit | None = None
 
     def skipped(self) -> dict:
         """Listed images left out with ``missing="skip"``: ``{split: {"count": n, "examples": [path, ...]}}``
@@ -120,7 +122,11 @@ class ProtocolData:
         return out
 
     def sizes(self) -> dict[str, int]:
-        return {"query": len(self.query), "train": len(self.train), "database": len(self.database)}
+        """Items per split (``validation`` too when there is one)."""
+        out = {"query": len(self.query), "train": len(self.train), "database": len(self.database)}
+        if self.validation is not None:
+            out["validation"] = len(self.validation)
+        return out
 
     @property
     def in_memory(self) -> bool:
