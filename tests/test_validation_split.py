@@ -82,3 +82,56 @@ def test_a_run_reports_val_map_during_and_after_training(tmp_path):
     assert set(env["split_checksums"]) >= {"validation", "train_full"}
     plain = run_experiment(**TINY, run_dir=str(tmp_path / "p")).metrics
     assert "val_map" not in plain
+
+
+# ----------------------------------------------------------------------------- sensitivity, selected on validation
+def _runs(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"config": {"loss": loss, "seed": s, "loss_params": lp}, "val_map": v, "map": m}
+                         for loss, s, lp, v, m in rows])
+
+
+def test_sensitivity_table_selects_on_validation_never_on_the_queries():
+    from hashlib_vit.results.sensitivity import sensitivity_table
+
+    runs = _runs([("hsc", 0, {"tau": 0.2}, 0.30, 0.90), ("hsc", 1, {"tau": 0.2}, 0.34, 0.91),
+                  ("hsc", 0, {"tau": 0.5}, 0.60, 0.40), ("hsc", 1, {"tau": 0.5}, 0.62, 0.41),
+                  ("hsc", 0, {}, 0.10, 0.95), ("csq", 0, {"tau": 9.0}, 0.99, 0.99)])
+    t = sensitivity_table(runs, "loss_params.tau", where={"loss": "hsc"})
+    assert t["value"].tolist() == [0.2, 0.5, "(default)"] and t["n"].tolist() == [2, 2, 1]
+    assert t["val_map_mean"].tolist() == pytest.approx([0.32, 0.61, 0.10])
+    assert t["map_mean"].tolist() == pytest.approx([0.905, 0.405, 0.95])
+    assert t["selected"].tolist() == [False, True, False]  # the best validation value, not the best query mAP
+    assert t.attrs == {"parameter": "loss_params.tau", "select": "val_map"}
+
+
+def test_sensitivity_bad_requests_are_clear_errors():
+    from hashlib_vit.results.sensitivity import sensitivity_table
+
+    runs = _runs([("hsc", 0, {"tau": 0.2}, 0.3, 0.9), ("hsc", 0, {"tau": 0.5}, 0.6, 0.4)])
+    with pytest.raises(ConfigError, match=r"select='map' is not a selection metric; allowed: val_map"):
+        sensitivity_table(runs, "loss_params.tau", select="map")
+    with pytest.raises(ConfigError, match=r"select='val_acc' is not a selection metric"):
+        sensitivity_table(runs, "loss_params.tau", select="val_acc")
+    with pytest.raises(DataError, match=r"no run matches \{'loss': 'dpsh'\}"):
+        sensitivity_table(runs, "loss_params.tau", where={"loss": "dpsh"})
+    with pytest.raises(DataError, match=r"parameter 'loss' takes one value \('hsc'\)"):
+        sensitivity_table(runs, "loss")
+    no_val = runs.assign(val_map=float("nan"))
+    with pytest.raises(DataError, match=r"none of the 2 runs reports 'val_map': run the study with val_per_class"):
+        sensitivity_table(no_val, "loss_params.tau")
+
+
+def test_sensitivity_of_a_real_grid_through_the_grid_runner(tmp_path):
+    from hashlib_vit.results.sensitivity import sensitivity_table
+    from hashlib_vit.runner import run_grid
+
+    grid = {"target": "experiment", "output": str(tmp_path / "grid"),
+            "fixed": {**{k: v for k, v in TINY.items() if k != "progress"}, "val_per_class": 5},
+            "sweep": {"lr": [1e-4, 1e-3]}}
+    summary = run_grid(grid, progress=False)
+    assert list(summary["status"]) == ["completed", "completed"]
+    t = sensitivity_table(tmp_path / "grid", "lr")
+    assert t["value"].tolist() == [1e-4, 1e-3] and t["n"].tolist() == [1, 1] and t["selected"].sum() == 1
+    assert ((t["val_map_mean"] >= 0) & (t["val_map_mean"] <= 1)).all()

@@ -7,6 +7,8 @@
   :func:`build_tables` and the ``hashlib-vit tables`` command;
 * :mod:`.figures`   — every figure the package draws;
 * :mod:`.analysis`  — code statistics and the collapse profile;
+* :mod:`.sensitivity` — :func:`~.sensitivity.sensitivity_table`: one hyper-parameter's values, chosen on
+  the validation split (``val_map``);
 * :mod:`.reference` — the papers' numbers (one copy: ``hashlib_vit/reference/paper_results.csv``);
 * :mod:`.migrate`   — ``python -m hashlib_vit.results.migrate``: schema-1 metrics.json -> schema 2.
 

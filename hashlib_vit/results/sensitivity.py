@@ -1,0 +1,88 @@
+"""Sensitivity of a method to one hyper-parameter, selected on the validation split (never the queries).
+
+A sensitivity study is a grid (``hashlib-vit run-grid``) that sweeps one parameter — a field or a dotted
+key into a dict field (``loss_params.tau``) — with ``val_per_class`` set, so that every run reports
+``val_map`` (docs/data.md, "A validation split"). :func:`sensitivity_table` reads the runs below a
+results folder and gives, per value, the number of runs (seeds), the mean and spread of the selection
+metric and of the reported query mAP, and marks the value the selection metric chooses. The query mAP
+is shown for the reader, never used to choose.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+#: Metrics a value may be selected on: measured on the validation split only.
+SELECTION_METRICS = ("val_map",)
+_UNSET = "(default)"
+
+
+def _value(config: dict, key: str) -> Any:
+    """``key`` of a run's flat config (``"lr"`` or dotted ``"loss_params.tau"``); ``(default)`` when unset."""
+    head, _, rest = key.partition(".")
+    v = config.get(head, _UNSET)
+    for part in rest.split(".") if rest else ():
+        v = v.get(part, _UNSET) if isinstance(v, dict) else _UNSET
+    return v
+
+
+def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: dict | None = None):
+    """One row per value of ``parameter`` among the runs (a DataFrame of :func:`~.collect.collect`, or a
+    results folder), sorted by value: ``value``, ``n`` (runs), ``<select>_mean`` / ``<select>_std``,
+    ``map_mean`` / ``map_std`` (the query mAP, for reading only) and ``selected`` (True on the value with
+    the highest mean ``select``). ``where``: keep only runs whose config has these values (e.g.
+    ``{"loss": "hsc", "protocol": "digits"}``).
+
+    Raises ConfigError for a ``select`` not in :data:`SELECTION_METRICS` (selecting on the query mAP
+    is what a validation split exists to avoid); DataError when no run matches, when the runs carry no
+    ``select`` (run them with ``val_per_class``), or when ``parameter`` has a single value among them.
+    """
+    import pandas as pd
+
+    from .collect import collect
+
+    if select not in SELECTION_METRICS:
+        raise ConfigError(f"select={select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
+                          "(measured on the validation split; the query mAP is never used to choose)")
+    if isinstance(runs, (str, os.PathLike)):
+        runs = collect(runs)
+    rows = []
+    for _, r in runs.iterrows():
+        cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
+        if any(_value(cfg, k) != v for k, v in (where or {}).items()):
+            continue
+        score = r.get(select)
+        rows.append({"value": _value(cfg, parameter), select: score, "map": r.get("map")})
+    if not rows:
+        raise DataError(f"no run matches {where!r}" if where else "no run to compare")
+    df = pd.DataFrame(rows)
+    if df[select].isna().all() if select in df else True:
+        raise DataError(f"none of the {len(df)} runs reports {select!r}: run the study with val_per_class >= 1 "
+                        "(a validation split carved from train)")
+    df = df.dropna(subset=[select])
+    df["key"] = df["value"].map(repr)
+    if df["key"].nunique() < 2:
+        raise DataError(f"parameter {parameter!r} takes one value ({df['value'].iloc[0]!r}) among the runs; a "
+                        "sensitivity study needs two or more")
+    out = df.groupby("key", sort=False).agg(value=("value", "first"), n=(select, "size"),
+                                            **{f"{select}_mean": (select, "mean"), f"{select}_std": (select, "std"),
+                                               "map_mean": ("map", "mean"), "map_std": ("map", "std")})
+    out = out.reset_index(drop=True)
+    out = out.iloc[sorted(range(len(out)), key=lambda i: _sort_key(out["value"].iloc[i]))].reset_index(drop=True)
+    out["selected"] = out[f"{select}_mean"] == out[f"{select}_mean"].max()
+    out.attrs.update(parameter=parameter, select=select)
+    return out
+
+
+def _sort_key(v) -> tuple:
+    if isinstance(v, bool) or v is None or v == _UNSET:
+        return (2, str(v))
+    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+        return (0, float(v))
+    return (1, str(v))
+
+
+__all__ = ["SELECTION_METRICS", "sensitivity_table"]
