@@ -135,3 +135,18 @@ def test_sensitivity_of_a_real_grid_through_the_grid_runner(tmp_path):
     t = sensitivity_table(tmp_path / "grid", "lr")
     assert t["value"].tolist() == [1e-4, 1e-3] and t["n"].tolist() == [1, 1] and t["selected"].sum() == 1
     assert ((t["val_map_mean"] >= 0) & (t["val_map_mean"] <= 1)).all()
+
+
+def test_write_sensitivity_builds_the_tables_from_the_runs(tmp_path):
+    from hashlib_vit.results.sensitivity import write_sensitivity
+    from hashlib_vit.runner import run_grid
+
+    grid = {"target": "experiment", "output": str(tmp_path / "grid"),
+            "fixed": {**{k: v for k, v in TINY.items() if k != "progress"}, "val_per_class": 5, "epochs": 1},
+            "runs": [{"name": f"lr-{lr}", "lr": lr} for lr in (1e-4, 1e-3)]}
+    run_grid(grid, progress=False, only=["lr-*"])
+    files = write_sensitivity(tmp_path / "grid", {"lr": None})
+    md = (tmp_path / "grid" / "sensitivity.md").read_text()
+    assert [f.name for f in files] == ["sensitivity.md", "sensitivity_lr.csv"]
+    assert "## `lr` (others: as run) — chosen: " in md and "| value | n | val_map_mean |" in md
+    assert "Runs: " in md and "(2 completed)" in md

@@ -77,6 +77,35 @@ def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: d
     return out
 
 
+def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select: str = "val_map") -> list:
+    """Write ``sensitivity.md`` (and one ``sensitivity_<parameter>.csv`` per study) into ``out`` (default:
+    ``root``) from the runs below ``root``: ``studies`` maps each swept parameter to its ``where`` (the
+    other parameters held at their reference values). The Markdown names the runs' folder, the git commit,
+    the selection metric and the chosen value of each parameter; every number comes from the runs.
+    Returns the files written. Errors as :func:`sensitivity_table`."""
+    from pathlib import Path
+
+    from ..utils import atomic_write_text, git_commit
+    from .collect import collect
+    from .tables import to_markdown
+
+    root = Path(root)
+    out = Path(out) if out is not None else root
+    runs = collect(root)
+    lines = ["<!-- written by hashlib_vit.results.sensitivity.write_sensitivity; do not edit -->",
+             f"# Sensitivity, selected on {select} (validation split; the query mAP is shown, never used)", "",
+             f"Runs: `{root}` ({len(runs)} completed), package commit {git_commit() or 'unknown'}.", ""]
+    files = []
+    for parameter, where in studies.items():
+        t = sensitivity_table(runs, parameter, select=select, where=where)
+        chosen = t.loc[t["selected"], "value"].tolist()
+        shown = t.assign(**{c: t[c].round(4) for c in t.columns if c.endswith(("_mean", "_std"))})
+        lines += [f"## `{parameter}` (others: {where or 'as run'}) — chosen: {chosen[0]!r}", "", to_markdown(shown), ""]
+        files.append(atomic_write_text(out / f"sensitivity_{parameter.replace('.', '_')}.csv", t.to_csv(index=False)))
+    files.insert(0, atomic_write_text(out / "sensitivity.md", "\n".join(lines) + "\n"))
+    return files
+
+
 def _sort_key(v) -> tuple:
     if isinstance(v, bool) or v is None or v == _UNSET:
         return (2, str(v))
@@ -85,4 +114,4 @@ def _sort_key(v) -> tuple:
     return (1, str(v))
 
 
-__all__ = ["SELECTION_METRICS", "sensitivity_table"]
+__all__ = ["SELECTION_METRICS", "sensitivity_table", "write_sensitivity"]

@@ -302,7 +302,7 @@ def to_markdown(df) -> str:
     d = _flat_columns(df).astype(str)
     esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(esc(str(c)) for c in d.columns) + " |", "|" + "---|" * len(d.columns)]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in d.itertuples(index=False)]
+    lines += ["| " + " | ".join(esc(str(v)) for v in row) + " |" for row in d.itertuples(index=False)]  # NaN: str
     return "\n".join(lines) + "\n"
 
 
