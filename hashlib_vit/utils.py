@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):  # exists, owned by another user (or cannot be asked: assume alive)
+    except OSError:  # exists, owned by another user (or cannot be asked: assume alive)
         return True
     return True
 
@@ -111,10 +111,7 @@ def make_temp_dir(folder: str | os.PathLike, name: str) -> Path:
     try:
         tmp = tempfile.mkdtemp(prefix=f".{name}.{host_tag()}-{os.getpid()}-", suffix=".tmp", dir=folder)
     except OSError as e:
-        err = write_error(e, Path(folder) / name, what="folder")
-        if err is e:
-            raise
-        raise err from e
+        raise_write_error(e, Path(folder) / name, what="folder")
     _LIVE_TEMPS.add(tmp)
     return Path(tmp)
 
@@ -140,7 +137,7 @@ def write_error(e: OSError, path: str | os.PathLike, *, what: str = "file", need
     * ENOTDIR / EEXIST -> :class:`~hashlib_vit.errors.WriteError`: a file stands where a folder is needed;
     * anything else: ``e`` itself (returned unchanged).
 
-    Returns the exception to raise (``raise write_error(e, path) from e``)."""
+    Returns the exception to raise (:func:`raise_write_error` raises it)."""
     from .errors import DiskFullError, WriteError
 
     path = Path(path)
@@ -180,6 +177,15 @@ def write_error(e: OSError, path: str | os.PathLike, *, what: str = "file", need
     return err
 
 
+def raise_write_error(e: OSError, path: str | os.PathLike, **kw) -> NoReturn:
+    """Raise :func:`write_error` ``(e, path, **kw)`` from ``e``, or ``e`` itself when it is not a disk-full
+    or not-writable error: what an ``except OSError as e`` around a write does."""
+    err = write_error(e, path, **kw)
+    if err is e:
+        raise e
+    raise err from e
+
+
 def make_dirs(folder: str | os.PathLike, what: str = "folder") -> Path:
     """``mkdir -p folder``; a folder that cannot be made (permission denied, read-only, disk full) raises
     :class:`~hashlib_vit.errors.WriteError` / :class:`~hashlib_vit.errors.DiskFullError` naming it
@@ -188,10 +194,7 @@ def make_dirs(folder: str | os.PathLike, what: str = "folder") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        err = write_error(e, folder, what=what if what != "file" else "folder")
-        if err is e:
-            raise
-        raise err from e
+        raise_write_error(e, folder, what=what if what != "file" else "folder")
     return folder
 
 
@@ -242,10 +245,7 @@ def atomic_write(path: str | os.PathLike, write, *, size: int | None = None) -> 
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{host_tag()}-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        err = write_error(e, path, needed=size)
-        if err is e:
-            raise
-        raise err from e
+        raise_write_error(e, path, needed=size)
     _LIVE_TEMPS.add(tmp)
     rec = None
     stage = "write"

@@ -61,7 +61,7 @@ import torch
 
 from ..errors import ConfigError, DataError, DiskFullError
 from ..utils import (DISK_FULL_ERRNOS, atomic_write_json, batch_generator, make_dirs, make_temp_dir, project_root,
-                     release_temp, write_error)
+                     raise_write_error, release_temp)
 from .datasets import Split
 from .transforms import TensorTransform
 
@@ -284,9 +284,9 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
     free = shutil.disk_usage(cache_dir).free
     if free < needed + DISK_MARGIN:
         raise DiskFullError(f"not enough disk space for the feature cache in {cache_dir}: it needs {needed} bytes "
-                        f"({needed / 2**30:.2f} GiB = {views} views x {len(split)} images x {t} tokens x {d} x 2 bytes)"
-                        f" plus a {DISK_MARGIN >> 20} MiB margin, and {free} bytes are free. Free some space, set "
-                        "cache_dir to another disk, or use fewer cache_views / feature_cache=False")
+                            f"({needed / 2**30:.2f} GiB = {views} views x {len(split)} images x {t} tokens x {d} x 2 "
+                            f"bytes) plus a {DISK_MARGIN >> 20} MiB margin, and {free} bytes are free. Free some space, "
+                            "set cache_dir to another disk, or use fewer cache_views / feature_cache=False")
     tmp = make_temp_dir(cache_dir, folder.name)  # stale ones of killed builds are removed here
     was_training = model.training
     t0 = time.perf_counter()
@@ -333,10 +333,7 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
             return cache
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        err = write_error(e, folder, what="feature cache", needed=needed)
-        if err is e:
-            raise
-        raise err from e
+        raise_write_error(e, folder, what="feature cache", needed=needed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

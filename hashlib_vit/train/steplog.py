@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from ..errors import DataError
-from ..utils import atomic_write_text, make_dirs, write_error
+from ..utils import atomic_write_text, make_dirs, raise_write_error
 from . import distributed as D
 from .divergence import DivergenceGuard
 
@@ -80,10 +80,7 @@ class StepLog:
             self._writer.writerow(row)
             self._file.flush()
         except OSError as e:
-            err = write_error(e, self.path, what="step log")
-            if err is e:
-                raise
-            raise err from e
+            raise_write_error(e, self.path, what="step log")
 
     def _existing_header(self) -> list[str]:
         with open(self.path, newline="") as f:
