@@ -186,19 +186,19 @@ def _sync_split_cache(data: ProtocolData, cache=None) -> Path:
                           stacklevel=2)
             export_splits(data, folder)
             return folder
-        damaged = [n for n in SPLIT_NAMES
-                   if not (folder / f"{n}.txt").is_file() or sha256_file(folder / f"{n}.txt") != want.get(n)]
+        files = {n: folder / f"{n}.txt" for n in SPLIT_NAMES}
+        got = {n: sha256_file(p) if p.is_file() else None for n, p in files.items()}  # each file hashed once
+        damaged = [n for n in SPLIT_NAMES if got[n] != want.get(n)]
         if damaged:  # a list file that disagrees with its own manifest: damaged, never trusted, written again
             warnings.warn(f"split cache {folder}: {', '.join(n + '.txt' for n in damaged)} no longer match(es) the "
                           "sha256 in its checksums.json (edited or damaged); writing the split cache again from the "
                           "split drawn now", UserWarning, stacklevel=2)
             export_splits(data, folder)
             return folder
-        for n in SPLIT_NAMES:
-            got = sha256_file(folder / f"{n}.txt")
-            if want.get(n) != data.checksums[n] or got != data.checksums[n]:
+        for n in SPLIT_NAMES:  # the files agree with their manifest here: do they hold the split drawn now?
+            if got[n] != data.checksums[n]:
                 raise DataError(
-                    f"the cached {n} split {folder / (n + '.txt')} (sha256 {got}) differs from the split drawn now "
+                    f"the cached {n} split {files[n]} (sha256 {got[n]}) differs from the split drawn now "
                     f"for protocol={data.protocol.name!r}, seed={data.seed} (sha256 {data.checksums[n]}): the data "
                     f"or the split code changed. To use the cached split pass split_dir={str(folder)!r}; to replace "
                     f"it delete that folder")
