@@ -263,9 +263,7 @@ class RunDir:
         not an npz, a key is missing, codes are not 2-D int8 ±1, the two code lengths differ, labels and
         codes disagree in rows, or the code length / numbers of items disagree with metrics.json."""
         p = self.file("codes.npz")
-        if not p.exists():
-            raise DataError(f"{p} does not exist (the run was made with save_codes=False, or is not complete)")
-        codes = read_codes(p)
+        codes = read_codes(p)  # names a missing file the same way
         q, d = codes.query_codes, codes.db_codes
         if self.completed:
             m = self.metrics()
