@@ -436,6 +436,18 @@ def read_csv(path: str | os.PathLike, what: str = "CSV file", *, required=(), nu
     return df
 
 
+#: Elements of one row block (:func:`row_blocks`): 4 Mi, so a block's temporaries stay a few MB.
+BLOCK_ELEMENTS = 2 ** 22
+
+
+def row_blocks(n: int, width: int, elements: int = BLOCK_ELEMENTS):
+    """``(start, stop)`` of consecutive row blocks of an ``(n, width)`` array, each of about ``elements``
+    elements (at least one row): what keeps the temporaries of a row-wise computation O(block), whatever
+    the width (10,000 classes, 64-bit codes x a large pool, ...)."""
+    step = max(1, elements // max(1, width))
+    return ((s, min(n, s + step)) for s in range(0, n, step))
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

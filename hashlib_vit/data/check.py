@@ -169,16 +169,17 @@ def _check_sizes(data, expected, rule, out: list) -> None:
                                                                                if len(bad) > 1 else "")))
 
 
-def _label_rows(y: np.ndarray, elements: int = 2 ** 22):
+def _label_rows(y: np.ndarray):
     """(rows with a value other than 0/1, labels per row) of an (N, C) label matrix, in row blocks: the
     temporaries stay O(block) whatever the number of classes (10,000 classes x 100,000 items: no 1 GB masks)."""
+    from ..utils import row_blocks
+
     n, c = y.shape
-    step = max(1, elements // max(1, c))
     bad, k = [], np.empty(n, np.float64)
-    for s in range(0, n, step):
-        blk = y[s:s + step]
+    for s, e in row_blocks(n, c):
+        blk = y[s:e]
         bad.append(s + np.flatnonzero(((blk != 0) & (blk != 1)).any(1)))
-        k[s:s + step] = blk.sum(1)
+        k[s:e] = blk.sum(1)
     return np.concatenate(bad) if bad else np.zeros(0, np.int64), k
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, bad_choice
+from ..utils import row_blocks
 from .base import HashLoss, LossResult
 from .centers import CenterDistanceWarning, _packed_words, count_shared
 from .csq import hash_centers
@@ -55,9 +56,7 @@ def maxhd_codebook(num_classes: int, bits: int, seed: int = 0, pool: int = 4096)
     rng = np.random.default_rng(seed)
     pool = max(int(pool), num_classes, 4 * num_classes if num_classes > 1024 else 0)
     cand = np.empty((pool, bits), np.int8)
-    step = max(1, 2 ** 22 // max(bits, 1))
-    for s in range(0, pool, step):  # the same stream as one rng.random((pool, bits)) call
-        e = min(pool, s + step)
+    for s, e in row_blocks(pool, bits):  # the same stream as one rng.random((pool, bits)) call
         cand[s:e] = np.where(rng.random((e - s, bits)) < 0.5, -1, 1)
     words = _packed_words(cand)
 

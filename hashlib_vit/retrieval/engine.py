@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, bad_choice
+from ..utils import row_blocks
 from . import _kernels
 from .codes import as_packed, dist_dtype, np_hamming_block, np_words, torch_hamming_block
 
@@ -122,20 +123,15 @@ def _as_array(x, name):
     raise DataError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
 
 
-def _row_blocks(n: int, width: int, elements: int = 2 ** 22):
-    step = max(1, elements // max(1, width))
-    return ((s, min(n, s + step)) for s in range(0, n, step))
-
-
 def _scan_multi_hot(y: np.ndarray, name: str):
     """Check a (n, C) 0/1 label matrix in row blocks (temporaries O(block), never a copy of the matrix);
     -> (labels per row (n,) int64, first label of each row (n,) int64)."""
     n, C = y.shape
     count = np.empty(n, np.int64)
     first = np.empty(n, np.int64)
-    if y.dtype.kind == "f" and any(np.isnan(y[s:e]).any() for s, e in _row_blocks(n, C)):
+    if y.dtype.kind == "f" and any(np.isnan(y[s:e]).any() for s, e in row_blocks(n, C)):
         raise DataError(f"{name} contains NaN")
-    for s, e in _row_blocks(n, C):
+    for s, e in row_blocks(n, C):
         blk = y[s:e]
         one = blk == 1
         if not (one | (blk == 0)).all():
@@ -153,7 +149,7 @@ def _packed_labels(y: np.ndarray, C: int) -> np.ndarray:
     if y.ndim == 1:
         out[np.arange(n), y // 8] = (128 >> (y % 8)).astype(np.uint8)
         return out
-    for s, e in _row_blocks(n, C):
+    for s, e in row_blocks(n, C):
         out[s:e] = np.packbits(y[s:e] != 0, axis=1)
     return out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..utils import atomic_write_bytes, atomic_write_json, row_blocks
 from .codes import as_packed, packed_bytes
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -58,10 +58,9 @@ class SearchResult:
                                 "like the index's labels")
             # in query blocks: temporaries O(block x k x C) bools, not a float copy of all result labels
             q, k, c = self.labels.shape
-            step = max(1, 2 ** 22 // max(1, k * c))
             rel = np.empty((q, k), bool)
-            for s in range(0, q, step):
-                rel[s:s + step] = ((self.labels[s:s + step] != 0) & (ql[s:s + step, None, :] != 0)).any(-1)
+            for s, e in row_blocks(q, k * c):
+                rel[s:e] = ((self.labels[s:e] != 0) & (ql[s:e, None, :] != 0)).any(-1)
         else:
             rel = self.labels == ql.reshape(len(ql), 1)
         return rel & (self.ids >= 0)
