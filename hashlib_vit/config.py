@@ -131,10 +131,8 @@ class TrainConfig:
             _positive("backbone_lr", self.backbone_lr, ", or None (the same as lr)")
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip, ", or None (off)")
-        if self.divergence_factor is not None and not (_is_number(self.divergence_factor)
-                                                       and 0 < self.divergence_factor < float("inf")):
-            raise ConfigError(f"divergence_factor={self.divergence_factor!r} must be a positive finite number, "
-                              "or None (no divergence check)")
+        if self.divergence_factor is not None:
+            _positive("divergence_factor", self.divergence_factor, ", or None (no divergence check)")
         for name in ("momentum", "weight_decay"):
             v = getattr(self, name)
             if not _is_number(v) or v < 0:
