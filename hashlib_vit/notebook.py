@@ -9,7 +9,7 @@ calls ``check_parameters(globals())``, which
 * refuses a name papermill injected that the notebook does not declare (``-p bitz 16``), with the close
   matches, instead of papermill's warning and a run with the defaults;
 * checks every declared parameter against its annotation and parses strings for lists, dicts, numbers and
-  booleans by the one rule of :func:`hashlib_vit.config.parse_value` (:mod:`hashlib_vit.typecheck`),
+  booleans by the one rule of :func:`hashlib_vit.typecheck.parse_value`,
   writing the parsed value back into the namespace.
 
 Both raise :class:`~hashlib_vit.errors.ConfigError` before any data is loaded or anything is written.

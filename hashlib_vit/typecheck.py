@@ -5,7 +5,7 @@ A declared type is a typing object (``int``, ``float | None``, ``Optional[str]``
 ``Literal["a", "b"]``) or its text as written in a notebook's parameters cell or a dataclass annotation
 (``"Optional[str]"``, ``"int | str | None"``); :func:`parse_annotation` turns the text into the object.
 Rules: an ``int`` is a ``float``, a ``bool`` is never a number, a ``tuple`` is a ``list``. Strings are
-parsed for non-string types by :func:`hashlib_vit.config.parse_value` (the rule the CLI uses), so
+parsed for non-string types by :func:`parse_value` (the rule the CLI uses), so
 ``papermill -p study_losses '["dpsh", "hsc"]'`` gives the list, never the string.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ _NAMES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "d
           "None": type(None), "NoneType": type(None), "Any": Any, "Optional": typing.Optional,
           "Union": typing.Union, "List": typing.List, "Dict": typing.Dict, "Tuple": typing.Tuple,
           "Literal": typing.Literal}
-
 
 
 def parse_value(text: str) -> Any:
@@ -49,6 +48,7 @@ def parse_value(text: str) -> Any:
         except yaml.YAMLError:
             return text
     return text
+
 
 def parse_annotation(text: str | Any) -> Any:
     """The typing object of an annotation text such as ``"Optional[str]"`` or ``"float | None"``.
@@ -124,7 +124,6 @@ def coerce(name: str, value: Any, tp: Any, *, where: str = "parameter") -> Any:
     if fits(value, tp):
         return value
     if isinstance(value, str):
-
         parsed = parse_value(value)
         if fits(parsed, tp):
             return parsed
