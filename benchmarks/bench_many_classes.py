@@ -95,18 +95,14 @@ def main(argv=None):
     warnings.simplefilter("ignore", CenterDistanceWarning)
     rows = []
     for C in a.classes:
-        ours, t_ours = timed(lambda: hash_centers(C, a.bits))
-        if C <= 2000 or a.naive_10k:
-            ref, t_ref = timed(lambda: naive_centers(C, a.bits))
-            rows.append(("hash_centers", C, t_ours, t_ref, bool(torch.equal(ours, ref))))
-        else:
-            rows.append(("hash_centers", C, t_ours, None, None))
-        ours, t_ours = timed(lambda: maxhd_codebook(C, a.bits))
-        if C <= 2000 or a.naive_10k:
-            ref, t_ref = timed(lambda: naive_maxhd(C, a.bits))
-            rows.append(("maxhd", C, t_ours, t_ref, bool(torch.equal(ours, ref))))
-        else:
-            rows.append(("maxhd", C, t_ours, None, None))
+        for name, ours_fn, naive_fn in (("hash_centers", hash_centers, naive_centers),
+                                        ("maxhd", maxhd_codebook, naive_maxhd)):
+            ours, t_ours = timed(lambda: ours_fn(C, a.bits))
+            if C <= 2000 or a.naive_10k:
+                ref, t_ref = timed(lambda: naive_fn(C, a.bits))
+                rows.append((name, C, t_ours, t_ref, bool(torch.equal(ours, ref))))
+            else:
+                rows.append((name, C, t_ours, None, None))
         rng = np.random.default_rng(0)
         Q, N = 500, 20000
         dcls, qcls = rng.integers(0, C, N), rng.integers(0, C, Q)
