@@ -59,7 +59,7 @@ def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: d
     if not rows:
         raise DataError(f"no run matches {where!r}" if where else "no run to compare")
     df = pd.DataFrame(rows)
-    if df[select].isna().all() if select in df else True:
+    if df[select].isna().all():  # every row has the column (None where the run lacks it)
         raise DataError(f"none of the {len(df)} runs reports {select!r}: run the study with val_per_class >= 1 "
                         "(a validation split carved from train)")
     df = df.dropna(subset=[select])
