@@ -258,14 +258,13 @@ class HashIndex:
         meta = read_json(meta_path, "index metadata")
         where = f"index metadata {meta_path}"
 
-        def field(key, types, expected, *, optional=False, check=lambda v: True):
+        def field(key, kind: type, expected, *, optional=False, check=lambda v: True):
             if key not in meta:
                 raise DataError(f"{where}: field {key!r} missing; expected {expected} (written by HashIndex.save)")
             v = meta[key]
             if v is None and optional:
                 return None
-            if not isinstance(v, types) or (bool not in (types if isinstance(types, tuple) else (types,))
-                                            and isinstance(v, bool)) or not check(v):
+            if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)) or not check(v):
                 raise DataError(f"{where}: field {key!r} is {v!r}; expected {expected}")
             return v
 
