@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, bad_choice
-from ..utils import row_blocks
+from ..utils import resolve_device, row_blocks
 from . import _kernels
 from .codes import as_packed, dist_dtype, np_hamming_block, np_words, torch_hamming_block
 
@@ -453,13 +453,9 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk: int | None = 
         dlab = np.ascontiguousarray(dlab.T)  # (words, N)
     if use_torch:
         # the device asked for, else the codes' GPU, else the CPU (backend="torch" on CPU arrays or tensors)
-        if device is not None:
-            from ..utils import resolve_device
-
-            dev = resolve_device(device)  # ConfigError for a CUDA device on a machine without CUDA
-        else:
-            dev = next((x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu"),
-                       torch.device("cpu"))
+        # (resolve_device: a ConfigError for a CUDA device on a machine without CUDA)
+        dev = resolve_device(device) if device is not None else next(
+            (x.device for x in (qp, dp) if isinstance(x, torch.Tensor) and x.device.type != "cpu"), torch.device("cpu"))
         c.qp = torch.as_tensor(qp).to(dev)
         c.dp = torch.as_tensor(dp).to(dev)
         if perm is not None:
