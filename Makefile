@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c const
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test install lab clean-venv
+.PHONY: demo test test-floors install lab clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(STAMP)  ## run the quickstart notebook headless on the embedded digits
 
 test: $(STAMP)  ## the whole test suite, notebooks included
 	$(BIN)/python -m pytest
+
+test-floors: $(STAMP)  ## every lesson's default run against its mAP floor (about 15 min on 2 CPU cores)
+	$(BIN)/python -m pytest -m floor tests/test_lesson_floors.py
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/

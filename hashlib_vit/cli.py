@@ -73,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--reference", choices=["matched", "all", "none"], default="matched",
                     help="papers' numbers beside ours: of the methods we ran (matched), all that fit, or none")
     tp.add_argument("--no-figures", action="store_true", help="tables only")
+    sp = sub.add_parser("sensitivity", help="a one-at-a-time hyper-parameter study: tables and figure, chosen on "
+                                            "the validation split")
+    sp.add_argument("root", help="folder of the study's runs (a grid output run with val_per_class)")
+    sp.add_argument("--param", action="append", required=True,
+                    help="a studied parameter, flat or dotted (loss_params.tau); repeat for each")
+    sp.add_argument("--base", default="base", help="name of the base run the others vary from (default: base)")
+    sp.add_argument("--out", default=None, help="output folder (default: root)")
+    sp.add_argument("--select", default="val_map", help="selection metric (validation split only: val_map)")
+    sp.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     from .errors import HashlibVitError
 
@@ -91,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             from .results.tables import tables_main
 
             return tables_main(args)
+        if args.command == "sensitivity":
+            from .results.sensitivity import sensitivity_main
+
+            return sensitivity_main(args)
         if args.command == "list":
             if args.what == "protocols":
                 from .data import PROTOCOLS

@@ -200,6 +200,9 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "epochs": cfg.epochs,
         "selection": "last epoch (no model selection on the query set)",
         "final_loss": history["steps"][-1]["loss"],
+        # every hyper-parameter the loss ran with, registry defaults included: a later change of a default
+        # (issue 19) must not change what a finished run's config.json appears to say
+        "loss_hparams": {k: v for k, v in sorted(loss.hparams.items())},
         "train_time_s": round(train_time, 3),
         "resumed_from_step": (history.get("resumed_from") or {}).get("step"),
         "world_size": dist_info.world_size,

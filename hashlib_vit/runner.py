@@ -371,7 +371,8 @@ def load_grid(path: str | os.PathLike | dict, *, output: str | os.PathLike | Non
             raise ConfigError(f"{where}: sweep.{k} mixes mappings and plain values; a linked dimension lists only "
                               f"mappings of parameter: value (e.g. {{protocol: cifar10, data_root: ...}})")
     axes = {k: (sorted({p for v in sweep[k] for p in v if p != "name"}) if k in linked else [k]) for k in keys}
-    for combo in itertools.product(*(sweep[k] for k in keys)):
+    # the product of no sweep is one run of `fixed` alone: a grid of that run, unless explicit runs are listed
+    for combo in itertools.product(*(sweep[k] for k in keys)) if keys or not explicit else ():
         params, swept = dict(fixed), {}
         for k, v in zip(keys, combo):
             if k in linked:  # a linked dimension: several parameters set together, labelled by `name`

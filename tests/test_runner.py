@@ -246,3 +246,13 @@ def test_dict_valued_parameters_sweep_as_values_not_linked_groups(tmp_path):
         ({"missing": "skip"}, {"a": 1}), ({"missing": "skip"}, {"a": 2}),
         ({"missing": "error"}, {"a": 1}), ({"missing": "error"}, {"a": 2})]
     assert "missing" not in runs[0].params  # not spread into the run's parameters like a linked group
+
+
+def test_explicit_runs_without_a_sweep_add_no_implicit_base_run(tmp_path, tiny_nb):
+    # issue 19 (found running the sensitivity studies): a grid of only `runs` ran one more, unnamed run of
+    # `fixed` alone ("run"); a grid of `fixed` alone is still that one run
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), fixed={"lr": 0.01},
+                   runs=[{"name": "a", "loss": "csq"}, {"name": "b", "loss": "dpsh"}])
+    assert [r.name for r in load_grid(g).runs] == ["a", "b"]
+    g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), fixed={"lr": 0.01})
+    assert [r.name for r in load_grid(g).runs] == ["run"]

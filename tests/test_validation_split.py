@@ -147,6 +147,7 @@ def test_write_sensitivity_builds_the_tables_from_the_runs(tmp_path):
     run_grid(grid, progress=False, only=["lr-*"])
     files = write_sensitivity(tmp_path / "grid", {"lr": None})
     md = (tmp_path / "grid" / "sensitivity.md").read_text()
-    assert [f.name for f in files] == ["sensitivity.md", "sensitivity_lr.csv"]
+    assert [f.name for f in files] == ["sensitivity.md", "sensitivity_lr.csv", "sensitivity.png"]
+    assert files[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![sensitivity](sensitivity.png)" in md
     assert "## `lr` (others: as run) — chosen: " in md and "| value | n | val_map_mean |" in md
     assert "Runs: " in md and "(2 completed)" in md

@@ -17,6 +17,11 @@ For one head with continuous codes ``H`` (n, k):
 
 TransHash applies this to the global head and to every local head (pairs compare the same group index)
 and sums: ``L = l(h_g) + sum_g l(h_l^g) + lambda (q(h_g) + sum_g q(h_l^g))``. ``w/o Q`` is ``lambda_q=0``.
+
+``gamma_scale`` [I] (TransHash's short local heads): ``"fixed"`` uses one ``gamma`` for every head (the paper
+states none); ``"bits"`` gives each head ``gamma * k_head / K`` (``K`` = the whole code), so ``gamma / k`` —
+where the Cauchy probability of a pair sits on the head's own distance range ``[0, k]`` — is the same for
+the b/2-bit global head and every b/(2G)-bit local head. With one head both are the same.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from .base import HashLoss, LossResult, balanced_pair_weights, off_diagonal_mask
 COS_MAX = 1.0 - 1e-2  # the reference DCH implementation clamps the cosine at 0.99
 NORM_MIN = 1e-4
 LIKELIHOODS = ("cauchy", "sigmoid")
+GAMMA_SCALES = ("fixed", "bits")
 
 
 def cosine_hamming(a: torch.Tensor, b: torch.Tensor | None = None, *, cos_max: float = COS_MAX,
@@ -85,7 +91,7 @@ def head_pair_loss(h: torch.Tensor, s: torch.Tensor, w: torch.Tensor, mask: torc
 
 
 class _CauchyBase(HashLoss):
-    defaults = {"gamma": 20.0, "lambda_q": 0.1, "likelihood": "cauchy", "alpha": 0.5}
+    defaults = {"gamma": 20.0, "lambda_q": 0.1, "likelihood": "cauchy", "alpha": 0.5, "gamma_scale": "fixed"}
 
     def __init__(self, bits, num_classes, multi_label=False, **hp):
         super().__init__(bits, num_classes, multi_label, **hp)
@@ -95,19 +101,31 @@ class _CauchyBase(HashLoss):
                               f"allowed: {', '.join(LIKELIHOODS)}")
         if not float(hpv["gamma"]) > 0:
             raise ConfigError(f"loss_params gamma={hpv['gamma']!r} must be > 0 (Cauchy scale)")
+        if hpv["gamma_scale"] not in GAMMA_SCALES:
+            raise ConfigError(f"loss_params gamma_scale={hpv['gamma_scale']!r} is not a known value; "
+                              f"allowed: {', '.join(GAMMA_SCALES)}")
         if float(hpv["lambda_q"]) < 0:
             raise ConfigError(f"loss_params lambda_q={hpv['lambda_q']!r} must be >= 0")
 
     def heads_of(self, out) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
+    def head_gammas(self, heads) -> list[float]:
+        """The Cauchy scale of each head: ``gamma``, or ``gamma * k_head / K`` with ``gamma_scale="bits"``."""
+        gamma = float(self.hparams["gamma"])
+        if self.hparams["gamma_scale"] == "fixed":
+            return [gamma] * len(heads)
+        total = sum(h.shape[1] for h in heads)
+        return [gamma * h.shape[1] / total for h in heads]
+
     def forward(self, out, labels, index=None):
         hp = self.hparams
         heads = [h.to(torch.promote_types(h.dtype, torch.float32)) for h in self.heads_of(out)]
         s, w, mask = pair_weights(labels)
-        pairs = [head_pair_loss(h, s, w, mask, likelihood=hp["likelihood"], gamma=float(hp["gamma"]),
-                                alpha=float(hp["alpha"])) for h in heads]
-        quant = sum(cauchy_quantization(h, float(hp["gamma"])).mean() for h in heads)
+        gammas = self.head_gammas(heads)
+        pairs = [head_pair_loss(h, s, w, mask, likelihood=hp["likelihood"], gamma=g, alpha=float(hp["alpha"]))
+                 for h, g in zip(heads, gammas)]
+        quant = sum(cauchy_quantization(h, g).mean() for h, g in zip(heads, gammas))
         pair_global = pairs[0]
         pair_local = sum(pairs[1:]) if len(pairs) > 1 else torch.zeros((), device=pair_global.device)
         total = pair_global + pair_local + float(hp["lambda_q"]) * quant

@@ -11,7 +11,10 @@ by the loss::
   a positive, ``w_ip = 1/|P(i)|`` or, with ``pos_weight="jaccard"``, the Jaccard overlap of the label
   sets normalised over ``P(i)``. ``contrastive="dsh"`` replaces it by the DSH margin term (§5.1) on ``h``.
 * ``L_cls`` — cross-entropy (single-label) or BCE-with-logits averaged over classes (multi-label).
-* ``L_q = mean((|h| - 1)^2)``.
+* ``L_q`` — the quantization term, ``quant="l2"``: ``mean((|h| - 1)^2)``; ``"l1"``: ``mean(||h| - 1|)`` (DSH's
+  regulariser, §5.1); ``"log_cosh"``: ``mean(log cosh(|h| - 1))`` (quadratic near the vertices, linear far).
+* ``beta_warmup``: ``beta`` rises linearly from 0 to its value over the first ``beta_warmup`` training
+  steps (``beta * min(1, step / beta_warmup)``; 0 = from the first step).
 
 ``n_views=2`` is standard two-view SupCon: every image appears twice in the batch (two augmentations)
 with the same index; :class:`hashlib_vit.data.views.MultiViewBatches` builds such batches and
@@ -29,6 +32,7 @@ from ..errors import ConfigError
 from .base import HashLoss, LossResult, off_diagonal_mask, pair_similarity
 
 CONTRASTIVE = ("supcon", "dsh")
+QUANT_FORMS = ("l2", "l1", "log_cosh")
 POS_WEIGHTS = ("uniform", "jaccard")
 
 
@@ -85,6 +89,21 @@ def supcon_loss(h: torch.Tensor, labels: torch.Tensor, tau: float = 0.2, index: 
     return per_anchor[anchors].mean()
 
 
+def quantization_term(h: torch.Tensor, form: str = "l2") -> torch.Tensor:
+    """``L_q`` of codes ``h`` ``(n, b)`` in ``(-1, 1)``: the mean over all entries of ``(|h| - 1)^2`` (``"l2"``),
+    ``||h| - 1|`` (``"l1"``) or ``log cosh(|h| - 1)`` (``"log_cosh"``); 0 exactly at the hypercube vertices.
+    Raises ConfigError for another ``form``."""
+    e = h.float().abs() - 1
+    if form == "l2":
+        return e.pow(2).mean()
+    if form == "l1":
+        return e.abs().mean()
+    if form == "log_cosh":  # log cosh x = |x| + softplus(-2|x|) - log 2, stable for any x
+        a = e.abs()
+        return (a + F.softplus(-2 * a) - math.log(2.0)).mean()
+    raise ConfigError(f"quant={form!r}; expected one of {QUANT_FORMS}")
+
+
 def dsh_contrastive(h: torch.Tensor, labels: torch.Tensor, margin: float | None = None,
                     index: torch.Tensor | None = None) -> torch.Tensor:
     """DSH's pair term (§5.1) on ``h``: mean over ordered pairs ``i != j`` of
@@ -106,7 +125,7 @@ class HSCLoss(HashLoss):
 
     name = "hsc"
     defaults = {"tau": 0.2, "alpha": 1.0, "beta": 0.1, "contrastive": "supcon", "pos_weight": "uniform",
-                "n_views": 1, "margin": None}
+                "n_views": 1, "margin": None, "quant": "l2", "beta_warmup": 0}
 
     def __init__(self, bits, num_classes, multi_label=False, **hp):
         super().__init__(bits, num_classes, multi_label, **hp)
@@ -115,8 +134,13 @@ class HSCLoss(HashLoss):
             raise ConfigError(f"loss_params contrastive={hpv['contrastive']!r}; expected one of {CONTRASTIVE}")
         if hpv["pos_weight"] not in POS_WEIGHTS:
             raise ConfigError(f"loss_params pos_weight={hpv['pos_weight']!r}; expected one of {POS_WEIGHTS}")
-        if not isinstance(hpv["n_views"], int) or isinstance(hpv["n_views"], bool) or hpv["n_views"] < 1:
-            raise ConfigError(f"loss_params n_views={hpv['n_views']!r} must be an integer >= 1 (1 or 2)")
+        if hpv["quant"] not in QUANT_FORMS:
+            raise ConfigError(f"loss_params quant={hpv['quant']!r}; expected one of {QUANT_FORMS}")
+        for key in ("n_views", "beta_warmup"):
+            v = hpv[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "n_views" else 0):
+                raise ConfigError(f"loss_params {key}={v!r} must be an integer >= " +
+                                  ("1 (1 or 2)" if key == "n_views" else "0 (training steps)"))
         for key in ("tau", "alpha", "beta"):
             v = hpv[key]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or \
@@ -132,6 +156,11 @@ class HSCLoss(HashLoss):
 
     def codes(self, out) -> torch.Tensor:
         return torch.tanh(out.u.float())
+
+    def beta_now(self) -> float:
+        """``beta`` at the current training step (``self.step``, set by the loop): the linear warm-up."""
+        beta, warm = float(self.hparams["beta"]), self.hparams["beta_warmup"]
+        return beta if warm == 0 else beta * min(1.0, self.step / warm)
 
     def _check_views(self, index: torch.Tensor | None, n: int) -> None:
         v = self.n_views
@@ -159,9 +188,9 @@ class HSCLoss(HashLoss):
             cls = F.binary_cross_entropy_with_logits(logits, labels.float())
         else:
             cls = F.cross_entropy(logits, labels.argmax(1))
-        quant = (h.abs() - 1).pow(2).mean()
-        total = con + hp["alpha"] * cls + hp["beta"] * quant
+        quant = quantization_term(h, hp["quant"])
+        total = con + hp["alpha"] * cls + self.beta_now() * quant
         return LossResult(total, {"contrastive": con.detach(), "cls": cls.detach(), "quant": quant.detach()})
 
 
-__all__ = ["HSCLoss", "supcon_loss", "dsh_contrastive", "positive_weights"]
+__all__ = ["HSCLoss", "supcon_loss", "dsh_contrastive", "positive_weights", "quantization_term"]

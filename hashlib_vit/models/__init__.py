@@ -47,6 +47,7 @@ class HeadSpec:
 
 MODELS: Registry = Registry("head")
 MODELS.register("cls_linear", HeadSpec("cls", "linear"))  # METHODS §1.3
+MODELS.register("cls_bn", HeadSpec("cls", "bn_linear"))  # CLS token -> BN hash layer (AE-ViT + HSC, METHODS §4.3)
 MODELS.register("vts_mlp", HeadSpec("tokens", "mlp"))  # VTS, METHODS §1.3
 MODELS.register("hcl", HeadSpec("hcl", "bn_linear"))  # SL-ViT hash coding layer, METHODS §3.3
 MODELS.register("mgvt", HeadSpec("mgvt", "linear"))  # TransHash, METHODS §2.2

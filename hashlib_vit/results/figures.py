@@ -9,6 +9,7 @@
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
   recomputed — and :func:`make_figures` (all of them for ``build_tables``);
 * results of one run or a few: :func:`map_against_random` (trained vs random codes);
+* hyper-parameters: :func:`sensitivity_figure` (one panel per parameter of a sensitivity study);
 * methods: :func:`mgvt_diagram` and :func:`cauchy_likelihood` (TransHash), :func:`plot_aem_maps` / :func:`aem_maps_of_run` (AE-ViT),
   :func:`plot_codebooks` (SL-ViT / OrthoHash).
 """
@@ -194,6 +195,38 @@ def _save(fig, path: Path) -> Path:
     from ..utils import atomic_write_bytes
 
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def sensitivity_figure(tables, *, title: str | None = None):
+    """One panel per table of :func:`hashlib_vit.results.sensitivity.sensitivity_table` (four per row): the selection
+    metric (mean, error bar = std over seeds when n > 1) and the query mAP (hollow, read only) at each value
+    of the parameter (categorical x axis, in the table's order); the selected value is ringed."""
+    import matplotlib.pyplot as plt
+
+    tables = list(tables)
+    ncols = min(4, len(tables))
+    nrows = -(-len(tables) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(tables):]:
+        ax.set_visible(False)
+    for ax, t in zip(axes.flat, tables):
+        select = t.attrs.get("select", "val_map")
+        x = np.arange(len(t))
+        ax.errorbar(x, t[f"{select}_mean"], yerr=t[f"{select}_std"].fillna(0), fmt="o-", color="C0", capsize=3,
+                    label=f"{select} (selects)")
+        ax.plot(x, t["map_mean"], "s--", mfc="none", color="C1", label="query mAP (not used)")
+        sel = t["selected"].to_numpy(bool)
+        ax.plot(x[sel], t.loc[sel, f"{select}_mean"], "o", ms=14, mfc="none", mec="C3", mew=2, label="chosen")
+        ax.set_xticks(x, [str(v) for v in t["value"]], rotation=30)
+        ax.set_xlabel(t.attrs.get("parameter", "value").replace("loss_params.", ""))
+        ax.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("mAP")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def make_figures(runs, out: str | os.PathLike) -> tuple[dict[str, Path], list[str]]:

@@ -6,6 +6,11 @@ key into a dict field (``loss_params.tau``) — with ``val_per_class`` set, so t
 results folder and gives, per value, the number of runs (seeds), the mean and spread of the selection
 metric and of the reported query mAP, and marks the value the selection metric chooses. The query mAP
 is shown for the reader, never used to choose.
+
+A study is one parameter at a time around a **base run** (the grid's run named ``base``): for each studied
+parameter, :func:`study_plan` keeps the runs that hold every *other* studied parameter at the base run's
+value. ``hashlib-vit sensitivity ROOT --param P ...`` writes the tables (``sensitivity.md``, one CSV per
+parameter) and the figure (``sensitivity.png``, :func:`hashlib_vit.results.figures.sensitivity_figure`).
 """
 from __future__ import annotations
 
@@ -77,12 +82,42 @@ def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: d
     return out
 
 
-def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select: str = "val_map") -> list:
+def study_plan(runs, parameters, base: str = "base") -> dict[str, dict]:
+    """``{parameter: where}`` for a one-at-a-time study: ``where`` holds every other parameter of
+    ``parameters`` at its value in the run named ``base`` (the last part of its ``run_dir``). ``runs``: a
+    DataFrame of :func:`~.collect.collect` or a results folder. Raises DataError when no run is named
+    ``base`` (the names found are listed) or ``parameters`` is empty."""
+    from pathlib import Path
+
+    from .collect import collect
+
+    parameters = list(parameters)
+    if not parameters:
+        raise DataError("no parameter to study: name one or more (e.g. loss_params.tau)")
+    where = runs if isinstance(runs, (str, os.PathLike)) else None
+    if where is not None:
+        runs = collect(where)
+    if len(runs) == 0 or "run_dir" not in runs:
+        raise DataError(f"no completed run{f' below {str(where)!r}' if where is not None else ''} (a run directory "
+                        "with metrics.json): run the study's grid first")
+    names = [Path(str(d)).name for d in runs["run_dir"]]
+    if base not in names:
+        raise DataError(f"no run named {base!r} (the base of a one-at-a-time study) among {sorted(names)[:12]}"
+                        f"{' ...' if len(names) > 12 else ''}; name it with --base")
+    cfg = runs["config"].iloc[names.index(base)]
+    cfg = cfg if isinstance(cfg, dict) else {}
+    return {p: {q: _value(cfg, q) for q in parameters if q != p} for p in parameters}
+
+
+def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select: str = "val_map",
+                      figure: bool = True) -> list:
     """Write ``sensitivity.md`` (and one ``sensitivity_<parameter>.csv`` per study) into ``out`` (default:
     ``root``) from the runs below ``root``: ``studies`` maps each swept parameter to its ``where`` (the
     other parameters held at their reference values). The Markdown names the runs' folder, the git commit,
     the selection metric and the chosen value of each parameter; every number comes from the runs.
-    Returns the files written. Errors as :func:`sensitivity_table`."""
+    ``figure``: also ``sensitivity.png`` (:func:`~.figures.sensitivity_figure`, one panel per parameter).
+    Returns the files written. Errors as :func:`sensitivity_table`; every table is made before any file
+    is written."""
     from pathlib import Path
 
     from ..utils import atomic_write_text, git_commit
@@ -95,15 +130,32 @@ def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select
     lines = ["<!-- written by hashlib_vit.results.sensitivity.write_sensitivity; do not edit -->",
              f"# Sensitivity, selected on {select} (validation split; the query mAP is shown, never used)", "",
              f"Runs: `{root}` ({len(runs)} completed), package commit {git_commit() or 'unknown'}.", ""]
-    files = []
+    files, tables = [], {p: sensitivity_table(runs, p, select=select, where=w) for p, w in studies.items()}
     for parameter, where in studies.items():
-        t = sensitivity_table(runs, parameter, select=select, where=where)
+        t = tables[parameter]
         chosen = t.loc[t["selected"], "value"].tolist()
         shown = t.assign(**{c: t[c].round(4) for c in t.columns if c.endswith(("_mean", "_std"))})
         lines += [f"## `{parameter}` (others: {where or 'as run'}) — chosen: {chosen[0]!r}", "", to_markdown(shown), ""]
         files.append(atomic_write_text(out / f"sensitivity_{parameter.replace('.', '_')}.csv", t.to_csv(index=False)))
+    if figure:
+        from .figures import _save, sensitivity_figure
+
+        files.append(_save(sensitivity_figure(list(tables.values()), title=str(root)), out / "sensitivity.png"))
+        lines += ["![sensitivity](sensitivity.png)", ""]
     files.insert(0, atomic_write_text(out / "sensitivity.md", "\n".join(lines) + "\n"))
     return files
+
+
+def sensitivity_main(args) -> int:
+    """``hashlib-vit sensitivity ROOT --param P [--param P ...] [--base base] [--out DIR] [--select val_map]``."""
+    if args.select not in SELECTION_METRICS:  # before any run is read
+        raise ConfigError(f"--select {args.select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
+                          "(measured on the validation split; the query mAP is never used to choose)")
+    studies = study_plan(args.root, args.param, base=args.base)
+    files = write_sensitivity(args.root, studies, args.out, select=args.select, figure=not args.no_figures)
+    for f in files:
+        print(f)
+    return 0
 
 
 def _sort_key(v) -> tuple:
@@ -114,4 +166,4 @@ def _sort_key(v) -> tuple:
     return (1, str(v))
 
 
-__all__ = ["SELECTION_METRICS", "sensitivity_table", "write_sensitivity"]
+__all__ = ["SELECTION_METRICS", "sensitivity_table", "study_plan", "write_sensitivity", "sensitivity_main"]
