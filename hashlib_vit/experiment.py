@@ -103,6 +103,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
     train_model, cache, loss = model, None, None
     if cfg.loss not in TRAINING_FREE:  # loss, transforms and any feature cache: before the run directory is touched
         loss = build_loss(cfg.loss, cfg.bits, protocol.num_classes, protocol.multi_label, **cfg.loss_params)
+        _warn_if_head_unsuited(cfg, loss)
         tr_tf, ev_tf = transforms_for(protocol, model)
         if cfg.freeze_blocks:
             from .models.partial import freeze_prefix
@@ -223,6 +224,15 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
                                                                          rd.path)))
         rd.write_metrics(metrics)
     return RunResult(cfg, metrics, history, model, data, qc, dc, rd.path if rd else None)
+
+
+def _warn_if_head_unsuited(cfg: RunConfig, loss) -> None:
+    """Warn when a loss that names the heads it failed with (``unsuited_heads``: head -> why) runs on one."""
+    why = getattr(loss, "unsuited_heads", {}).get(cfg.head)
+    if why:
+        import warnings
+
+        warnings.warn(f"loss {cfg.loss!r} with head {cfg.head!r}: {why}", UserWarning, stacklevel=3)
 
 
 #: mAP at most this multiple of the random-codes mAP is "at chance" (:func:`_warn_if_at_chance`).

@@ -209,7 +209,7 @@ def test_two_views_make_the_other_view_a_positive():
 
 def test_hsc_total_is_weighted_sum_and_classifier_gets_gradients():
     torch.manual_seed(5)
-    loss = build_loss("hsc", 16, 3, alpha=0.5, beta=0.25, tau=0.3)
+    loss = build_loss("hsc", 16, 3, alpha=0.5, beta=0.25, tau=0.3, quant="l2", beta_warmup=0)  # the sum as written
     u = torch.randn(6, 16, requires_grad=True)
     y = onehot([0, 1, 2, 0, 1, 2], 3)
     res = loss(HashOutput(u=u), y, torch.arange(6))

@@ -48,6 +48,7 @@ def _bernoulli_nll_reference(heads, labels, gamma, lam, likelihood="cauchy", alp
 def test_dch_and_transhash_are_registered():
     assert "dch" in LOSSES and "transhash" in LOSSES
     assert LOSSES.get("dch").defaults["gamma"] == 20.0 and LOSSES.get("dch").defaults["lambda_q"] == 0.1
+    assert LOSSES.get("transhash").defaults["gamma"] == 2.0  # [I], chosen on validation (docs/defaults.md)
 
 
 @pytest.mark.parametrize("gamma,lam", [(20.0, 0.1), (5.0, 1.0)])
@@ -64,8 +65,8 @@ def test_transhash_sums_heads_closed_form_multilabel():
     heads = (torch.randn(6, 8), torch.randn(6, 4), torch.randn(6, 4))
     y = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]).float()
     out = HashOutput(u=torch.cat(heads, 1), heads=heads)
-    res = build_loss("transhash", 16, 3, multi_label=True)(out, y)
-    assert res.total.item() == pytest.approx(_bernoulli_nll_reference(heads, y, 20.0, 0.1), rel=1e-5)
+    res = build_loss("transhash", 16, 3, multi_label=True)(out, y)  # TransHash's default gamma 2 (docs/defaults.md)
+    assert res.total.item() == pytest.approx(_bernoulli_nll_reference(heads, y, 2.0, 0.1), rel=1e-5)
     assert set(res.parts) == {"pair_global", "pair_local", "quant"}
     # same group index across the pair: swapping local heads of one image changes the loss
     swapped = (heads[0], heads[1].clone(), heads[2].clone())
@@ -80,7 +81,7 @@ def test_sigmoid_ablation_closed_form():
     y = F.one_hot(torch.tensor([0, 0, 1, 1, 2]), 3).float()
     loss = build_loss("transhash", 16, 3, likelihood="sigmoid")
     res = loss(HashOutput(u=torch.cat(heads, 1), heads=heads), y)
-    want = _bernoulli_nll_reference(heads, y, 20.0, 0.1, likelihood="sigmoid", alpha=0.5)
+    want = _bernoulli_nll_reference(heads, y, 2.0, 0.1, likelihood="sigmoid", alpha=0.5)
     assert res.total.item() == pytest.approx(want, rel=1e-6)
 
 

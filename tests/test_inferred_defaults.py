@@ -29,7 +29,7 @@ def test_quantization_forms_values():
 
 
 def test_hsc_beta_warmup_rises_linearly_and_enters_the_loss():
-    loss = build_loss("hsc", 8, 2, beta=0.4, beta_warmup=10, alpha=0.0)
+    loss = build_loss("hsc", 8, 2, beta=0.4, beta_warmup=10, alpha=0.0, quant="l2")
     assert [loss.beta_now() for s in (0, 5, 10, 20) if not loss.set_progress(s, 0)] == pytest.approx([0, 0.2, 0.4, 0.4])
     out = HashOutput(u=torch.full((4, 8), 0.3))  # identical codes: SupCon = log(3), |h|-1 the same everywhere
     labels = torch.eye(2)[[0, 0, 1, 1]]
@@ -39,7 +39,7 @@ def test_hsc_beta_warmup_rises_linearly_and_enters_the_loss():
     at10 = loss(out, labels)
     q = (math.tanh(0.3) - 1) ** 2
     assert at10.total.item() - at0.total.item() == pytest.approx(0.4 * q, rel=1e-5)
-    assert build_loss("hsc", 8, 2, beta=0.4).beta_now() == 0.4  # no warm-up: beta from the first step
+    assert build_loss("hsc", 8, 2, beta=0.4, beta_warmup=0).beta_now() == 0.4  # no warm-up: beta from step 0
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -135,3 +135,48 @@ def test_sensitivity_command_bad_requests(tmp_path, capsys):
     assert "--select 'map' is not a selection metric; allowed: val_map" in capsys.readouterr().err
     assert main(["sensitivity", str(tmp_path), "--param", "lr"]) == 2
     assert f"error: no completed run below {str(tmp_path)!r}" in capsys.readouterr().err  # named, not a traceback
+
+
+# ----------------------------------------------------------------------------- one source of each default
+@pytest.mark.parametrize("stem, preset, names", [
+    ("03_aevit_hsc", "aevit_hsc", ["tau", "alpha", "beta", "quant", "beta_warmup", "contrastive", "pos_weight",
+                                   "n_views"]),
+    ("02_transhash", "transhash", ["gamma", "lambda_q", "gamma_scale", "likelihood"]),
+    ("04_single_loss", "slvit", ["s", "m", "codebook", "binary_forward"]),
+])
+def test_lesson_parameters_show_the_method_defaults(stem, preset, names):
+    """A lesson's loss parameters are its method's defaults — the registry's, under the preset's own values —
+    that the studies chose (docs/defaults.md): a default changed in one place and not the other fails here."""
+    import ast
+
+    import papermill
+
+    from pathlib import Path
+
+    from hashlib_vit.losses import LOSSES
+
+    from hashlib_vit.config import build_config
+
+    declared = papermill.inspect_notebook(str(Path(__file__).resolve().parents[1] / "notebooks" / f"{stem}.ipynb"))
+    cfg = build_config({"protocol": "digits"}, preset=preset)
+    defaults = {**LOSSES.get(cfg.loss).defaults, **cfg.loss_params}
+    shown = {n: ast.literal_eval(declared[n]["default"]) for n in names}
+    assert shown == {n: defaults[n] for n in names}
+    if preset == "slvit":  # OrthoHash's stated s stays the registry's; SL-ViT's inferred one is the preset's
+        assert LOSSES.get("orthohash").defaults["s"] == 8.0 and cfg.loss_params["s"] == 2.0
+
+
+def test_hsc_on_the_affine_head_warns_before_training(tmp_path):
+    from hashlib_vit.config import build_config
+    from hashlib_vit.experiment import _warn_if_head_unsuited
+
+    cfg = build_config({"protocol": "digits", "loss": "hsc"})
+    with pytest.warns(UserWarning, match=r"loss 'hsc' with head 'cls_linear': the affine head .* --head cls_bn or "
+                                         r"--preset aevit_hsc"):
+        _warn_if_head_unsuited(cfg, build_loss("hsc", 32, 10))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the preset's head, or another loss on the affine head: no warning
+        _warn_if_head_unsuited(build_config({"protocol": "digits"}, preset="aevit_hsc"), build_loss("hsc", 32, 10))
+        _warn_if_head_unsuited(build_config({"protocol": "digits", "loss": "csq"}), build_loss("csq", 32, 10))

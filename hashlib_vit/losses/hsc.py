@@ -124,8 +124,15 @@ class HSCLoss(HashLoss):
     """HSC-Loss = contrastive (SupCon on tanh codes, or DSH) + alpha * classification + beta * quantization."""
 
     name = "hsc"
-    defaults = {"tau": 0.2, "alpha": 1.0, "beta": 0.1, "contrastive": "supcon", "pos_weight": "uniform",
-                "n_views": 1, "margin": None, "quant": "l2", "beta_warmup": 0}
+    # [I] every value; tau, alpha, beta, quant and beta_warmup chosen on the validation split by the studies of
+    # docs/defaults.md (configs/studies/hsc_*_digits.yaml); one view for compute parity with the other losses
+    defaults = {"tau": 1.0, "alpha": 3.0, "beta": 0.3, "contrastive": "supcon", "pos_weight": "uniform",
+                "n_views": 1, "margin": None, "quant": "log_cosh", "beta_warmup": 240}
+
+    #: heads HSC is known to fail with, and why (run_experiment warns; docs/defaults.md, "The defect")
+    unsuited_heads = {"cls_linear": "the affine head lets the tanh codes saturate towards one vertex from scratch "
+                                    "(measured: SupCon alone at exactly the random-codes mAP); use the BN hash layer, "
+                                    "--head cls_bn or --preset aevit_hsc (docs/defaults.md)"}
 
     def __init__(self, bits, num_classes, multi_label=False, **hp):
         super().__init__(bits, num_classes, multi_label, **hp)
