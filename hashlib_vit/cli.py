@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--base", default="base", help="name of the base run the others vary from (default: base)")
     sp.add_argument("--out", default=None, help="output folder (default: root)")
     sp.add_argument("--select", default="val_map", help="selection metric (validation split only: val_map)")
+    sp.add_argument("--min-seeds", type=int, default=1,
+                    help="only values with at least this many runs (seeds) can be chosen; the others are shown")
     sp.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     from .errors import HashlibVitError

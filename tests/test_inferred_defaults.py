@@ -180,3 +180,17 @@ def test_hsc_on_the_affine_head_warns_before_training(tmp_path):
         warnings.simplefilter("error")  # the preset's head, or another loss on the affine head: no warning
         _warn_if_head_unsuited(build_config({"protocol": "digits"}, preset="aevit_hsc"), build_loss("hsc", 32, 10))
         _warn_if_head_unsuited(build_config({"protocol": "digits", "loss": "csq"}), build_loss("csq", 32, 10))
+
+
+def test_min_seeds_keeps_a_single_lucky_seed_from_being_chosen():
+    import pandas as pd
+
+    from hashlib_vit.results.sensitivity import sensitivity_table
+
+    rows = [("a", s, v) for s, v in enumerate([0.90, 0.92, 0.94])] + [("b", 0, 0.99)]
+    runs = pd.DataFrame([{"config": {"method": m, "seed": s}, "val_map": v, "map": v} for m, s, v in rows])
+    assert sensitivity_table(runs, "method")["selected"].tolist() == [False, True]  # b: one seed, highest mean
+    t = sensitivity_table(runs, "method", min_seeds=3)
+    assert t["selected"].tolist() == [True, False] and t["n"].tolist() == [3, 1]  # b shown, not chosen
+    with pytest.raises(DataError, match=r"no value of 'method' has min_seeds=4 runs \(most: 3\)"):
+        sensitivity_table(runs, "method", min_seeds=4)

@@ -71,11 +71,11 @@ def test_loss_zoo_lesson(tmp_path):
     run_dir = run_lesson("05_loss_zoo", tmp_path)
     zoo = {p.parent.name: metrics(p.parent) for p in run_dir.glob("*/metrics.json")}
     assert len(zoo) == 10, sorted(zoo)  # five losses x two code lengths
-    # DPSH from scratch is the lesson's example of a collapse (its exercise); every other loss learns
-    off = {name: round(m["map"], 3) for name, m in zoo.items() if "dpsh" not in name and not above_chance(m, 2)}
+    # on the lesson's BN hash layer every loss learns, DPSH included (its u≈0 saddle needs the affine head, §5)
+    off = {name: round(m["map"], 3) for name, m in zoo.items() if not above_chance(m, 2)}
     assert not off, f"loss-zoo runs near chance: {off}"
 
 
 def test_retrieval_lesson(tmp_path):
     m = metrics(run_lesson("07_retrieval", tmp_path, timing_sizes=[10000]) / "run")
-    assert m["map"] >= 0.60 and above_chance(m, 5), m["map"]
+    assert m["map"] >= 0.40 and above_chance(m, 4), m["map"]  # the lesson is the index; its smoke CSQ run: 20 epochs

@@ -34,11 +34,13 @@ def _value(config: dict, key: str) -> Any:
     return v
 
 
-def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: dict | None = None):
+def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: dict | None = None,
+                      min_seeds: int = 1):
     """One row per value of ``parameter`` among the runs (a DataFrame of :func:`~.collect.collect`, or a
     results folder), sorted by value: ``value``, ``n`` (runs), ``<select>_mean`` / ``<select>_std``,
     ``map_mean`` / ``map_std`` (the query mAP, for reading only) and ``selected`` (True on the value with
-    the highest mean ``select``). ``where``: keep only runs whose config has these values (e.g.
+    the highest mean ``select`` among the values with at least ``min_seeds`` runs; the others are shown, as
+    evidence, and never chosen). ``where``: keep only runs whose config has these values (e.g.
     ``{"loss": "hsc", "protocol": "digits"}``).
 
     Raises ConfigError for a ``select`` not in :data:`SELECTION_METRICS` (selecting on the query mAP
@@ -77,7 +79,11 @@ def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: d
                                                "map_mean": ("map", "mean"), "map_std": ("map", "std")})
     out = out.reset_index(drop=True)
     out = out.iloc[sorted(range(len(out)), key=lambda i: _sort_key(out["value"].iloc[i]))].reset_index(drop=True)
-    out["selected"] = out[f"{select}_mean"] == out[f"{select}_mean"].max()
+    eligible = out["n"] >= min_seeds
+    if not eligible.any():
+        raise DataError(f"no value of {parameter!r} has min_seeds={min_seeds} runs (most: {int(out['n'].max())}); "
+                        "run more seeds or lower min_seeds")
+    out["selected"] = eligible & (out[f"{select}_mean"] == out.loc[eligible, f"{select}_mean"].max())
     out.attrs.update(parameter=parameter, select=select)
     return out
 
@@ -110,7 +116,7 @@ def study_plan(runs, parameters, base: str = "base") -> dict[str, dict]:
 
 
 def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select: str = "val_map",
-                      figure: bool = True) -> list:
+                      figure: bool = True, min_seeds: int = 1) -> list:
     """Write ``sensitivity.md`` (and one ``sensitivity_<parameter>.csv`` per study) into ``out`` (default:
     ``root``) from the runs below ``root``: ``studies`` maps each swept parameter to its ``where`` (the
     other parameters held at their reference values). The Markdown names the runs' folder, the git commit,
@@ -129,8 +135,10 @@ def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select
     runs = collect(root)
     lines = ["<!-- written by hashlib_vit.results.sensitivity.write_sensitivity; do not edit -->",
              f"# Sensitivity, selected on {select} (validation split; the query mAP is shown, never used)", "",
-             f"Runs: `{root}` ({len(runs)} completed), package commit {git_commit() or 'unknown'}.", ""]
-    files, tables = [], {p: sensitivity_table(runs, p, select=select, where=w) for p, w in studies.items()}
+             f"Runs: `{root}` ({len(runs)} completed), package commit {git_commit() or 'unknown'}."
+             + (f" Only values with at least {min_seeds} runs (seeds) can be chosen." if min_seeds > 1 else ""), ""]
+    files, tables = [], {p: sensitivity_table(runs, p, select=select, where=w, min_seeds=min_seeds)
+                         for p, w in studies.items()}
     for parameter, where in studies.items():
         t = tables[parameter]
         chosen = t.loc[t["selected"], "value"].tolist()
@@ -147,12 +155,14 @@ def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select
 
 
 def sensitivity_main(args) -> int:
-    """``hashlib-vit sensitivity ROOT --param P [--param P ...] [--base base] [--out DIR] [--select val_map]``."""
+    """``hashlib-vit sensitivity ROOT --param P [--param P ...] [--base base] [--out DIR] [--select val_map]
+    [--min-seeds N]``."""
     if args.select not in SELECTION_METRICS:  # before any run is read
         raise ConfigError(f"--select {args.select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
                           "(measured on the validation split; the query mAP is never used to choose)")
     studies = study_plan(args.root, args.param, base=args.base)
-    files = write_sensitivity(args.root, studies, args.out, select=args.select, figure=not args.no_figures)
+    files = write_sensitivity(args.root, studies, args.out, select=args.select, figure=not args.no_figures,
+                              min_seeds=args.min_seeds)
     for f in files:
         print(f)
     return 0
