@@ -29,7 +29,7 @@ test: $(STAMP)  ## the whole test suite, notebooks included
 	$(BIN)/python -m pytest
 
 test-floors: $(STAMP)  ## every lesson's default run against its mAP floor (about 15 min on 2 CPU cores)
-	$(BIN)/python -m pytest -m floor tests/test_lesson_floors.py
+	$(BIN)/python -m pytest -m floor -rP tests/test_lesson_floors.py
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/

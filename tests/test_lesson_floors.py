@@ -33,7 +33,10 @@ def run_lesson(stem: str, tmp_path: Path, **params) -> Path:
 
 
 def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The run's metrics.json; its mAP is printed (``make test-floors`` shows it: pytest -rP)."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    print(f"{run_dir.name}: mAP {m['map']:.3f} (random codes {m['map_random']:.3f})")
+    return m
 
 
 def above_chance(m: dict, factor: float) -> bool:

@@ -19,6 +19,7 @@ BITS = 16
 # (backbone, head, model_params): every neck on the ViT preset; the necks that take pooled features on a CNN
 VIT_CASES = [
     ("cls_linear", {}),  # neck cls + linear
+    ("cls_bn", {}),  # neck cls + bn_linear (AE-ViT + HSC's preset, the backbone study, the loss zoo)
     ("hcl", {"hcl_attention": False}),  # neck cls + bn_linear (OrthoHash's head)
     ("vts_mlp", {"hidden": 32}),  # neck tokens + mlp
     ("hcl", {}),  # neck hcl + bn_linear
@@ -27,7 +28,8 @@ VIT_CASES = [
 ]
 CASES = ([("vit32_test", h, p) for h, p in VIT_CASES]
          + [("vit32_test", h, {**p, "aem": "all"}) for h, p in VIT_CASES]
-         + [("resnet18", "cls_linear", {}), ("resnet18", "hcl", {"hcl_attention": False, "pooling": "cls"})])
+         + [("resnet18", "cls_linear", {}), ("resnet18", "cls_bn", {}),
+            ("resnet18", "hcl", {"hcl_attention": False, "pooling": "cls"})])
 IDS = [f"{b}-{h}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for b, h, p in CASES]
 
 
