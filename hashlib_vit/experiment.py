@@ -203,7 +203,7 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
         "final_loss": history["steps"][-1]["loss"],
         # every hyper-parameter the loss ran with, registry defaults included: a later change of a default
         # (issue 19) must not change what a finished run's config.json appears to say
-        "loss_hparams": {k: v for k, v in sorted(loss.hparams.items())},
+        "loss_hparams": dict(sorted(loss.hparams.items())),
         "train_time_s": round(train_time, 3),
         "resumed_from_step": (history.get("resumed_from") or {}).get("step"),
         "world_size": dist_info.world_size,
@@ -227,8 +227,8 @@ def run_experiment(config: RunConfig | dict | None = None, *, data: ProtocolData
 
 
 def _warn_if_head_unsuited(cfg: RunConfig, loss) -> None:
-    """Warn when a loss that names the heads it failed with (``unsuited_heads``: head -> why) runs on one."""
-    why = getattr(loss, "unsuited_heads", {}).get(cfg.head)
+    """Warn when the run's head is one the loss names in ``HashLoss.unsuited_heads`` (head -> why)."""
+    why = loss.unsuited_heads.get(cfg.head)
     if why:
         import warnings
 

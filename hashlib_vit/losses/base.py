@@ -66,6 +66,8 @@ class HashLoss(nn.Module):
     name: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
     needs_global_batch: ClassVar[bool] = True  # False only for means of per-item terms (see the module doc)
+    #: heads (``RunConfig.head``) the loss is known to fail with -> why; run_experiment warns on them
+    unsuited_heads: ClassVar[dict[str, str]] = {}
 
     def __init__(self, bits: int, num_classes: int, multi_label: bool = False, **hparams):
         super().__init__()

@@ -129,7 +129,7 @@ class HSCLoss(HashLoss):
     defaults = {"tau": 1.0, "alpha": 3.0, "beta": 0.3, "contrastive": "supcon", "pos_weight": "uniform",
                 "n_views": 1, "margin": None, "quant": "log_cosh", "beta_warmup": 240}
 
-    #: heads HSC is known to fail with, and why (run_experiment warns; docs/defaults.md, "The defect")
+    # the heads HSC is known to fail with, and why (docs/defaults.md, "The defect")
     unsuited_heads = {"cls_linear": "the affine head lets the tanh codes saturate towards one vertex from scratch "
                                     "(measured: SupCon alone at exactly the random-codes mAP); use the BN hash layer, "
                                     "--head cls_bn or --preset aevit_hsc (docs/defaults.md)"}
@@ -143,11 +143,10 @@ class HSCLoss(HashLoss):
             raise ConfigError(f"loss_params pos_weight={hpv['pos_weight']!r}; expected one of {POS_WEIGHTS}")
         if hpv["quant"] not in QUANT_FORMS:
             raise ConfigError(f"loss_params quant={hpv['quant']!r}; expected one of {QUANT_FORMS}")
-        for key in ("n_views", "beta_warmup"):
+        for key, least, meaning in (("n_views", 1, "(1 or 2)"), ("beta_warmup", 0, "(training steps)")):
             v = hpv[key]
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "n_views" else 0):
-                raise ConfigError(f"loss_params {key}={v!r} must be an integer >= " +
-                                  ("1 (1 or 2)" if key == "n_views" else "0 (training steps)"))
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ConfigError(f"loss_params {key}={v!r} must be an integer >= {least} {meaning}")
         for key in ("tau", "alpha", "beta"):
             v = hpv[key]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or \

@@ -51,9 +51,7 @@ def sensitivity_table(runs, parameter: str, *, select: str = "val_map", where: d
 
     from .collect import collect
 
-    if select not in SELECTION_METRICS:
-        raise ConfigError(f"select={select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
-                          "(measured on the validation split; the query mAP is never used to choose)")
+    _check_select(select, "select=")
     if isinstance(runs, (str, os.PathLike)):
         runs = collect(runs)
     rows = []
@@ -100,11 +98,11 @@ def study_plan(runs, parameters, base: str = "base") -> dict[str, dict]:
     parameters = list(parameters)
     if not parameters:
         raise DataError("no parameter to study: name one or more (e.g. loss_params.tau)")
-    where = runs if isinstance(runs, (str, os.PathLike)) else None
-    if where is not None:
-        runs = collect(where)
+    root = runs if isinstance(runs, (str, os.PathLike)) else None
+    if root is not None:
+        runs = collect(root)
     if len(runs) == 0 or "run_dir" not in runs:
-        raise DataError(f"no completed run{f' below {str(where)!r}' if where is not None else ''} (a run directory "
+        raise DataError(f"no completed run{f' below {str(root)!r}' if root is not None else ''} (a run directory "
                         "with metrics.json): run the study's grid first")
     names = [Path(str(d)).name for d in runs["run_dir"]]
     if base not in names:
@@ -116,12 +114,13 @@ def study_plan(runs, parameters, base: str = "base") -> dict[str, dict]:
 
 
 def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select: str = "val_map",
-                      figure: bool = True, min_seeds: int = 1) -> list:
+                      figure: bool = True, min_seeds: int = 1, runs=None) -> list:
     """Write ``sensitivity.md`` (and one ``sensitivity_<parameter>.csv`` per study) into ``out`` (default:
     ``root``) from the runs below ``root``: ``studies`` maps each swept parameter to its ``where`` (the
     other parameters held at their reference values). The Markdown names the runs' folder, the git commit,
     the selection metric and the chosen value of each parameter; every number comes from the runs.
     ``figure``: also ``sensitivity.png`` (:func:`~.figures.sensitivity_figure`, one panel per parameter).
+    ``runs``: the runs below ``root`` when the caller has collected them already (read once).
     Returns the files written. Errors as :func:`sensitivity_table`; every table is made before any file
     is written."""
     from pathlib import Path
@@ -132,7 +131,7 @@ def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select
 
     root = Path(root)
     out = Path(out) if out is not None else root
-    runs = collect(root)
+    runs = collect(root) if runs is None else runs
     lines = ["<!-- written by hashlib_vit.results.sensitivity.write_sensitivity; do not edit -->",
              f"# Sensitivity, selected on {select} (validation split; the query mAP is shown, never used)", "",
              f"Runs: `{root}` ({len(runs)} completed), package commit {git_commit() or 'unknown'}."
@@ -157,15 +156,24 @@ def write_sensitivity(root, studies: dict[str, dict | None], out=None, *, select
 def sensitivity_main(args) -> int:
     """``hashlib-vit sensitivity ROOT --param P [--param P ...] [--base base] [--out DIR] [--select val_map]
     [--min-seeds N]``."""
-    if args.select not in SELECTION_METRICS:  # before any run is read
-        raise ConfigError(f"--select {args.select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
-                          "(measured on the validation split; the query mAP is never used to choose)")
-    studies = study_plan(args.root, args.param, base=args.base)
+    from .collect import collect
+
+    _check_select(args.select, "--select ")  # before any run is read
+    runs = collect(args.root)  # read once, for the plan and the tables
+    studies = study_plan(runs if len(runs) else args.root, args.param, base=args.base)  # empty: the error names root
     files = write_sensitivity(args.root, studies, args.out, select=args.select, figure=not args.no_figures,
-                              min_seeds=args.min_seeds)
+                              min_seeds=args.min_seeds, runs=runs)
     for f in files:
         print(f)
     return 0
+
+
+def _check_select(select: str, name: str) -> None:
+    """ConfigError unless ``select`` is a validation metric (:data:`SELECTION_METRICS`); ``name``: how the
+    caller spells the option (``"select="``, ``"--select "``)."""
+    if select not in SELECTION_METRICS:
+        raise ConfigError(f"{name}{select!r} is not a selection metric; allowed: {', '.join(SELECTION_METRICS)} "
+                          "(measured on the validation split; the query mAP is never used to choose)")
 
 
 def _sort_key(v) -> tuple:
