@@ -12,7 +12,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e ".[notebooks,test]"
+	$(PIP_INSTALL) -e ".[notebooks,test,site]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create/update the virtual environment
