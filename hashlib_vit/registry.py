@@ -15,11 +15,14 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: Dict[str, T] = {}
 
-    def register(self, name: str, obj: T | None = None):
-        """Register `obj` under `name`; usable as a decorator: ``@REG.register("dsh")``."""
+    def register(self, name: str, obj: T | None = None, *, replace: bool = False):
+        """Register `obj` under `name`; usable as a decorator: ``@REG.register("dsh")``.
+
+        A name registered twice raises KeyError unless ``replace=True`` (a notebook that defines a data set
+        from its parameters registers it again on every run)."""
 
         def add(o: T) -> T:
-            if name in self._items:
+            if name in self._items and not replace:
                 raise KeyError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = o
             return o
