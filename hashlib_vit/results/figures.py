@@ -4,7 +4,8 @@
   step or epoch and mAP per evaluation, of one run or several runs / variants; :func:`run_log` reads a
   run for it; :func:`training_curve_panels`: one per group of runs; :func:`plot_training_curves`: the
   tables' figure of a whole results folder, one panel per protocol × bits, each a :func:`training_curve`);
-* retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`;
+* retrieval: :func:`retrieval_grid` (ranking from the evaluation engine), :func:`search_result_grid`,
+  :func:`query_result_figure` (one search by image: distances and labels);
 * results: :func:`map_vs_bits` (the one mAP-vs-code-length figure, with the random-code level when known),
   :func:`plot_pr_curves`, :func:`plot_precision_at_n` — curves read from metrics.json (schema 2), never
   recomputed — and :func:`make_figures` (all of them for ``build_tables``);
@@ -524,6 +525,43 @@ def search_result_grid(query_images, db_images, ids: np.ndarray, distances: np.n
             for s in ax.spines.values():
                 s.set_edgecolor("green" if ok else "red"), s.set_linewidth(2)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def query_result_figure(query_image, result_images, distances, labels, *, query_label: str | None = None,
+                        relevant=None, title: str | None = None, ncols: int = 6):
+    """One search: the query image, then its results, each titled with its Hamming distance and label.
+
+    ``query_image``: uint8 (3, H, W) or float [0, 1] tensor; ``result_images``: a sequence of such images
+    (n results, ranked); ``distances``: n ints; ``labels``: n strings (the results' class names);
+    ``relevant``: optional n bools (green frame = shares a label with the query, red = not); ``ncols``:
+    panels per row. Used by :class:`hashlib_vit.results.query_search.QuerySearch` (query by image)."""
+    import matplotlib.pyplot as plt
+
+    n = len(distances)
+    cols = max(1, min(ncols, n + 1))
+    rows = -(-(n + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.35, rows * 1.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.axis("off")
+    ax = axes.flat[0]
+    ax.axis("on")
+    ax.imshow(_img(query_image))
+    ax.set_title("query" + (f"\n{query_label}" if query_label else ""), fontsize=8)
+    for s in ax.spines.values():
+        s.set_edgecolor("black"), s.set_linewidth(2)
+    for j in range(n):
+        ax = axes.flat[j + 1]
+        ax.axis("on")
+        ax.imshow(_img(result_images[j]))
+        color = "black" if relevant is None else ("green" if relevant[j] else "red")
+        ax.set_title(f"d={int(distances[j])}\n{labels[j]}", fontsize=7, color=color)
+        for s in ax.spines.values():
+            s.set_edgecolor(color), s.set_linewidth(2 if relevant is not None else 0.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
