@@ -39,7 +39,8 @@ CHROMIUM = os.environ.get("HASHLIB_VIT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("HASHLIB_VIT_CHROMEDRIVER", "/usr/bin/chromedriver")
 SERVER_START_S = 180  # a 2-core machine shared with other jobs: JupyterLab can take a minute to answer
 RUN_ALL_S = 1200  # the quickstart at smoke parameters: about a minute alone on 2 cores
-PROGRESS_SELECTOR = ".jp-OutputArea-output .widget-progress"
+# ipywidgets 8's progress element (IntProgress / FloatProgress; tqdm.notebook puts one in an HBox)
+PROGRESS_SELECTOR = ".jp-OutputArea-output .widget-hprogress, .jp-OutputArea-output .widget-vprogress"
 APPLY_INSTALL = "apt-get install -y chromium chromium-driver"
 
 
@@ -299,10 +300,10 @@ def test_quickstart_runs_in_jupyterlab_in_chromium(tmp_path):
         errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(saved["cells"])
                   for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
-        # the screenshot: the training cell's progress widget in view
+        # the screenshot: the training cell (its progress widget) at the top
         widgets = driver.find_elements(By.CSS_SELECTOR, PROGRESS_SELECTOR)
         if widgets:
-            driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", widgets[0])
+            driver.execute_script("arguments[0].closest('.jp-Cell').scrollIntoView({block: 'start'});", widgets[0])
             time.sleep(1)
         shot = tmp_path / "jupyterlab_quickstart.png"
         driver.save_screenshot(str(shot))
@@ -320,9 +321,15 @@ def test_quickstart_runs_in_jupyterlab_in_chromium(tmp_path):
         no_figure = [i for i in figure_cells
                      if not code_cells[i].find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")]
         assert figure_cells and not no_figure, f"code cells (0-based) whose figure did not render: {no_figure}"
-        assert widgets, "no ipywidgets progress bar rendered in the outputs (the training bar)"
-        bar_text = widgets[0].find_element(By.XPATH, "./..").text
-        assert "train" in bar_text, f"the first progress widget is not the training bar: {bar_text!r}"
+        train_cell = next((i for i, src in enumerate(code_src) if "run_experiment(" in src), None)
+        assert widgets, ("no ipywidgets progress bar rendered in the outputs (the training bar); the training "
+                         "cell's output area: " + (code_cells[train_cell].find_element(
+                             By.CSS_SELECTOR, ".jp-OutputArea").get_attribute("outerHTML")[:3000]
+                             if train_cell is not None else "(no cell calls run_experiment)"))
+        bar_text = widgets[0].find_element(By.XPATH, "./ancestor::div[contains(@class, 'widget-hbox')][1]").text
+        assert "train" in bar_text and "100%" in bar_text, f"the first progress widget is not the finished " \
+                                                           f"training bar: {bar_text!r}"
+        print(f"progress widget: {bar_text!r}")
         stderr_bars = [o for c in saved["cells"] for o in c.get("outputs", [])
                        if o.get("output_type") == "stream" and "it/s" in "".join(o.get("text", ""))]
         assert not stderr_bars, f"text progress bars next to the widgets: {stderr_bars[:2]}"
