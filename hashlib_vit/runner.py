@@ -987,13 +987,13 @@ def run_grid(grid: Grid | str | os.PathLike | dict, *, output: str | os.PathLike
     ``force``: rerun completed runs too. ``dry_run``: validate and list the runs, execute nothing.
     ``only``: run names (or glob patterns) to execute; the summary still lists every run of the grid.
     ``executor`` / ``workers``: replace the grid's executor (see :func:`resolve_executor`).
-    ``progress``: a tqdm.auto bar over the runs with the current run's name.
+    ``progress``: a progress bar (:func:`~hashlib_vit.utils.progress_bar`) over the runs with the current run's name.
     Raises ConfigError before anything is written for every invalid grid, parameter or executor.
     """
     import fnmatch
 
     import pandas as pd
-    from tqdm.auto import tqdm
+    from .utils import progress_bar
 
     if not isinstance(grid, Grid):
         grid = load_grid(grid, output=output)
@@ -1014,7 +1014,7 @@ def run_grid(grid: Grid | str | os.PathLike | dict, *, output: str | os.PathLike
 
     cwd = project_root() or Path.cwd()
     todo = [i for i, r in enumerate(grid.runs) if r.name in selected and not complete[i]]
-    bar = tqdm(total=len(selected), desc=f"grid {Path(grid.label).stem}", unit="run", disable=not progress)
+    bar = progress_bar(enabled=progress, total=len(selected), desc=f"grid {Path(grid.label).stem}", unit="run")
     bar.update(len(selected) - len(todo))
     try:
         if todo:

@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -568,3 +569,136 @@ def resolve_path(path: str | os.PathLike | None) -> Path | None:
         return p
     root = project_root()
     return (root / p) if root else p.resolve()
+
+
+# ----------------------------------------------------------------------------- progress bars
+#: The environment variable that overrides the progress-bar policy (:func:`progress_mode`): ``0`` (also
+#: ``off``/``false``/``no``) never draws a bar, ``1`` (``on``/``true``/``yes``) always draws one (a widget in a
+#: Jupyter kernel, text elsewhere), ``auto`` or unset follows the policy.
+PROGRESS_ENV = "HASHLIB_VIT_PROGRESS"
+_PROGRESS_OFF, _PROGRESS_ON = {"0", "off", "false", "no"}, {"1", "on", "true", "yes"}
+#: The programs that mark a kernel's parent as a headless executor: papermill, nbval (pytest), nbconvert
+#: (``jupyter nbconvert --execute``), ``jupyter execute`` and nbclient run as a module.
+HEADLESS_PARENTS = frozenset({"papermill", "pytest", "py.test", "nbval", "nbclient", "nbconvert", "jupyter-nbconvert",
+                              "jupyter-execute"})
+_PYTHON_RE = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
+
+
+def _parent_cmdline() -> list[str]:
+    """The command line of this process's parent (``[]`` when it cannot be read)."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        pass
+    try:  # macOS and other systems without /proc
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(ppid)], capture_output=True, text=True, timeout=5)
+        return out.stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
+def _in_jupyter_kernel() -> bool:
+    """Whether this process is an IPython kernel (a ZMQ shell), the way tqdm.auto tells."""
+    if "IPython" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        return ip is not None and "IPKernelApp" in ip.config
+    except Exception:  # noqa: BLE001 - a broken IPython is no kernel for the bars
+        return False
+
+
+def parent_program(cmdline: list[str]) -> str:
+    """The program a command line runs: the executable's name, or for a Python interpreter the module after
+    ``-m`` or the script's name (``.py`` dropped); ``jupyter SUB`` gives ``jupyter-SUB``; ``-c`` code gives
+    ``"-c"``; ``""`` for an empty line. Only these words count, never the arguments (a path argument that
+    contains ``pytest`` does not make ``jupyter lab`` a test run)."""
+    if not cmdline:
+        return ""
+    name, rest = os.path.basename(cmdline[0].replace("\\", "/")), list(cmdline[1:])
+    if _PYTHON_RE.match(name.lower()):
+        name = ""
+        while rest:
+            tok = rest.pop(0)
+            if tok in ("-m", "-c"):
+                name = rest.pop(0) if tok == "-m" and rest else tok
+                break
+            if tok in ("-X", "-W"):  # options with an argument
+                rest = rest[1:]
+            elif not tok.startswith("-"):
+                name = os.path.basename(tok.replace("\\", "/"))
+                break
+    name = name.lower().removesuffix(".py")
+    if name == "jupyter" and rest and not rest[0].startswith("-"):
+        name = f"jupyter-{rest[0].lower()}"
+    return name
+
+
+def headless_parent(cmdline: list[str]) -> bool:
+    """Whether a kernel's parent command line (``["python", "-m", "papermill", ...]``) is a headless executor:
+    its :func:`parent_program` is one of :data:`HEADLESS_PARENTS` (papermill, pytest/nbval,
+    nbconvert, ``jupyter execute``, nbclient). A Jupyter server (``jupyter lab``, ``jupyter-notebook``,
+    ``jupyter server``), VS Code or any other parent is not headless."""
+    return parent_program(cmdline) in HEADLESS_PARENTS
+
+
+def progress_mode(*, setting: str | None = None, in_kernel: bool | None = None,
+                  parent_cmdline: list[str] | None = None, tty: bool | None = None) -> str:
+    """Which progress bars this process draws: ``"widget"`` (ipywidgets, in an interactive Jupyter frontend),
+    ``"text"`` (tqdm's text bar on stderr) or ``"off"`` (nothing at all).
+
+    The policy: in a Jupyter kernel, ``"off"`` when its parent process is a headless executor
+    (:func:`headless_parent`: papermill, nbval/pytest, nbconvert, nbclient), so executed notebooks carry no
+    bar output that differs from run to run; otherwise (JupyterLab, Notebook, VS Code) ``"widget"``, or
+    ``"text"`` when ipywidgets is not installed. Outside a kernel (the command line): ``"text"`` when stderr is
+    a terminal, else ``"off"`` (logs and CI stay clean). The environment variable :data:`PROGRESS_ENV`
+    (``HASHLIB_VIT_PROGRESS``) overrides: ``0`` always off, ``1`` always on (widget in a kernel with
+    ipywidgets, else text), ``auto``/unset the policy.
+
+    The keyword arguments replace the facts read from the process (for tests): ``setting`` the variable's
+    value, ``in_kernel``, ``parent_cmdline`` (list of words) and ``tty`` (stderr is a terminal).
+    Raises ConfigError for a value of the variable other than those above.
+    """
+    raw = os.environ.get(PROGRESS_ENV, "auto") if setting is None else setting
+    value = raw.strip().lower() or "auto"
+    if value not in _PROGRESS_OFF | _PROGRESS_ON | {"auto"}:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{PROGRESS_ENV}={raw!r}: expected 0, 1 or auto")
+    if value in _PROGRESS_OFF:
+        return "off"
+    kernel = _in_jupyter_kernel() if in_kernel is None else in_kernel
+    if kernel:
+        if value == "auto" and headless_parent(_parent_cmdline() if parent_cmdline is None else parent_cmdline):
+            return "off"
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            return "text"
+        return "widget"
+    if value in _PROGRESS_ON:
+        return "text"
+    try:
+        is_tty = sys.stderr.isatty() if tty is None else tty
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        is_tty = False
+    return "text" if is_tty else "off"
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
+    """A tqdm progress bar drawn as :func:`progress_mode` decides: an ipywidgets bar (``tqdm.notebook``) in an
+    interactive Jupyter frontend, a text bar on a terminal, and a disabled bar (it draws and prints nothing,
+    ``update``/``set_postfix``/``close`` still work) when the mode is ``"off"`` or ``enabled`` is false (the
+    caller's ``progress=False``). ``iterable`` and ``kwargs`` are tqdm's (``total``, ``desc``, ``unit``,
+    ``leave``, ...). The one place the library makes its bars (training, encoding, the feature cache, grids).
+    """
+    mode = progress_mode() if enabled else "off"
+    if mode == "widget":
+        from tqdm.notebook import tqdm as bar_cls
+    else:
+        from tqdm.std import tqdm as bar_cls
+    return bar_cls(iterable, disable=mode == "off", **kwargs)

@@ -301,12 +301,12 @@ def build_feature_cache(model, n: int, split, *, split_checksum: str, train_tf: 
                     if e.errno in DISK_FULL_ERRNOS:
                         raise
             model.eval()
-            from tqdm.auto import tqdm
+            from ..utils import progress_bar
 
             total = views * -(-len(split) // chunk)
             with torch.no_grad():
-                for v, start, stop, x in tqdm(iter_view_chunks(split, train_tf, eval_tf, views, seed, chunk, device),
-                                              total=total, desc="feature cache", disable=not progress, leave=False):
+                for v, start, stop, x in progress_bar(iter_view_chunks(split, train_tf, eval_tf, views, seed, chunk, device),
+                                                      enabled=progress, total=total, desc="feature cache", leave=False):
                     z = model.frozen_prefix(x, n).to(torch.float16).cpu().numpy()
                     if z.shape != (stop - start, t, d):
                         raise DataError(f"frozen prefix gave tokens {z.shape}, expected {(stop - start, t, d)}")

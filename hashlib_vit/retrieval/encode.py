@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from ..models.hashmodel import sign_codes
+from ..utils import progress_bar
 
 
 @torch.no_grad()
@@ -23,7 +22,7 @@ def map_in_order(model: torch.nn.Module, batches, fn, *, device=None, progress: 
     dev = device or next(model.parameters()).device
     outs, labels, order = [], [], []
     try:
-        for x, y, idx in tqdm(batches, total=len(batches), desc=desc, disable=not progress, leave=False):
+        for x, y, idx in progress_bar(batches, enabled=progress, total=len(batches), desc=desc, leave=False):
             x = x.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = fn(model, x)

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..config import TrainConfig, field_role
 from ..errors import ConfigError
 from ..losses.base import HashLoss, LossResult
+from ..utils import progress_bar
 from . import distributed as D
 from .checkpoint import Checkpointer
 from .divergence import DivergenceGuard
@@ -74,8 +74,8 @@ def train(model: nn.Module, loss: HashLoss, batches, cfg: TrainConfig, *, device
     log = StepLog(log_path if info.is_main else None)
     start = _start(ckpt, resume, log, history, info)
     step = start["step"]
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (progress and info.is_main),
-               dynamic_ncols=True)
+    bar = progress_bar(enabled=progress and info.is_main, total=total, initial=step, desc="train", unit="step",
+                       dynamic_ncols=True)
     guard = DivergenceGuard(cfg.divergence_factor, history["steps"], info, overflow_ok=scaler.is_enabled())
     buf = StepBuffer(log, history["steps"], bar, info, every=cfg.log_every_steps, batch_size=batches.batch_size,
                      start_step=step, elapsed0=start["elapsed_s"], guard=guard)
