@@ -368,12 +368,14 @@ def _is_external(target: str) -> bool:
     return bool(urlsplit(target).scheme) or target.startswith(("#", "//", "mailto:"))
 
 
-def rewrite_links(text: str, page_repo_path: str, html_targets: bool = False, linkify: bool = False) -> str:
+def rewrite_links(text: str, page_repo_path: str, html_targets: bool = False,
+                  linkify: Callable[[str], bool] | None = None) -> str:
     """Markdown ``text`` of the repository file ``page_repo_path`` with its relative links pointing where
     the targets are in the site (``docs/X.md`` -> ``X.md``, ``notebooks/NN.ipynb`` -> ``lessons/NN.ipynb``,
     ``README.md`` -> ``index.md``); links to files outside the site become plain text naming the path.
     ``html_targets``: write the built page names (``.html``) — for notebook markdown, which mkdocs does not
-    rewrite. ``linkify``: also turn inline-code paths of site pages (`` `docs/X.md` ``) into links.
+    rewrite. ``linkify``: also turn inline-code paths of site pages (`` `docs/X.md` ``, repository-relative)
+    into links where ``linkify(repo_path)`` is true (e.g. the file exists).
     Fenced code blocks are left alone."""
     page_dir = posixpath.dirname(page_repo_path)
     page_site = _site_path(page_repo_path) or page_repo_path
@@ -401,6 +403,8 @@ def rewrite_links(text: str, page_repo_path: str, html_targets: bool = False, li
         return f"{prefix}{new}{title})"
 
     def code(m):
+        if not linkify(m.group(1).partition("#")[0]):
+            return m.group(0)
         new = target_for(posixpath.relpath(m.group(1), page_dir or "."))
         return f"[`{m.group(1)}`]({new})" if new else m.group(0)
 
@@ -462,7 +466,8 @@ def _lesson_title(nb_path: Path) -> str:
     return nb_path.stem
 
 
-def _index_page(root: Path, lessons: list[Path], pages: list[str], modules: list[str], has_course: bool) -> str:
+def _index_page(root: Path, lessons: list[Path], pages: list[str], modules: list[str], has_course: bool,
+                in_site: Callable[[str], bool]) -> str:
     readme = root / "README.md"
     body = readme.read_text(encoding="utf-8") if readme.is_file() else "# hashlib_vit\n"
     lines = body.split("\n")
@@ -475,7 +480,7 @@ def _index_page(root: Path, lessons: list[Path], pages: list[str], modules: list
            "    * **Documentation:** " + ", ".join(f"[{Path(p).stem}]({p})" for p in pages),
            "    * **API reference:** " + ", ".join(f"[{m.split('.')[-1]}](api/{m.split('.')[-1]}.md)"
                                                    for m in modules), ""]
-    return title + "\n" + "\n".join(toc) + rewrite_links(rest, "README.md", linkify=True)
+    return title + "\n" + "\n".join(toc) + rewrite_links(rest, "README.md", linkify=in_site)
 
 
 def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str | os.PathLike, site_dir: str | os.PathLike,
@@ -491,6 +496,13 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
     docs.mkdir(parents=True)
     src_docs = root / "docs"
     pages = []
+    lesson_names = {nb.name for nb in executed}
+
+    def in_site(repo_path: str) -> bool:  # a page of this site: a docs file, README, or an executed lesson
+        if repo_path.startswith("notebooks/"):
+            return Path(repo_path).name in lesson_names
+        return (root / repo_path).is_file()
+
     if src_docs.is_dir():
         for f in sorted(src_docs.rglob("*")):
             rel = f.relative_to(src_docs).as_posix()
@@ -498,7 +510,8 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
                 continue
             (docs / rel).parent.mkdir(parents=True, exist_ok=True)
             if f.suffix == ".md":
-                (docs / rel).write_text(rewrite_links(f.read_text(encoding="utf-8"), f"docs/{rel}"), encoding="utf-8")
+                (docs / rel).write_text(rewrite_links(f.read_text(encoding="utf-8"), f"docs/{rel}", linkify=in_site),
+                                        encoding="utf-8")
                 if rel != "course.md":
                     pages.append(rel)
             else:
@@ -514,7 +527,7 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
     assets = docs / "assets"
     assets.mkdir(exist_ok=True)
     shutil.copy2(SHIM, assets / SHIM.name)  # search from file:// without unpkg.com (material's offline plugin)
-    (docs / "index.md").write_text(_index_page(root, lessons, pages, modules, has_course), encoding="utf-8")
+    (docs / "index.md").write_text(_index_page(root, lessons, pages, modules, has_course, in_site), encoding="utf-8")
     nav = [{"Home": "index.md"}]
     if has_course:
         nav.append({"Course": "course.md"})

@@ -310,6 +310,7 @@ def test_student_quickstart_runs_to_the_first_exercise_and_stops_clearly(tmp_pat
 @pytest.mark.course
 @pytest.mark.parametrize("nb", LESSONS, ids=lambda p: p.name)
 def test_student_edition_of_every_lesson(nb, tmp_path):
+    assert course.read_exercises(nb), f"{nb.name} has no exercises (the convention: 2 to 4)"
     course.student_edition([nb], tmp_path / "student", log=None)
     check_student_notebook(nb, tmp_path / "student" / nb.name)
     err, executed = run_student(tmp_path / "student" / nb.name, tmp_path / "out.ipynb",
@@ -341,13 +342,20 @@ def site_repo(tmp_path: Path, failing: bool = False) -> Path:
     return repo
 
 
-def check_site(site: Path, lessons: list[str]) -> None:
+def png_outputs(executed: Path) -> int:
+    nb = json.loads(executed.read_text())
+    return sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def check_site(site: Path, figures: dict[str, int]) -> None:
+    """No problem from site_problems, and each lesson page shows (at least) its executed copy's figures."""
     problems = course.site_problems(site)
     assert not problems, "\n".join(problems[:30])
     assert (site / "index.html").is_file() and not (site / "404.html").exists()
-    for name in lessons:
+    for name, n in figures.items():
         page = (site / "lessons" / f"{name}.html").read_text()
-        assert re.search(r'<img[^>]+src="data:image/png;base64,', page), f"{name}: no figure on its page"
+        shown = len(re.findall(r'<img[^>]+src="data:image/png;base64,', page))
+        assert shown >= n, f"{name}: {shown} figures on its page, {n} in the executed notebook"
     for p in site.rglob("*.html"):
         text = p.read_text()
         assert not re.search(r'<(?:script|img|link)\b[^>]*\b(?:src|href)="(?:https?:)?//', text), \
@@ -359,7 +367,7 @@ def test_site_of_a_small_repository(tmp_path):
     repo = site_repo(tmp_path)
     log = []
     out = course.build_site(repo, out="site", params="smoke", modules=["hashlib_vit.errors"], log=log.append)
-    check_site(out, ["00_tiny"])
+    check_site(out, {"00_tiny": 1})
     assert any("executing 00_tiny.ipynb with {'n': 5" in line for line in log)
     guide = (out / "guide.html").read_text()
     assert 'href="other.html#second-part"' in guide and 'href="lessons/00_tiny.html"' in guide
@@ -422,7 +430,10 @@ def test_full_site_at_smoke_parameters(tmp_path):
     """The real site, every lesson executed at its smoke parameters (about as `make site SITE_PARAMS=smoke`)."""
     t0 = time.time()
     out = course.build_site(ROOT, out=tmp_path / "site", params="smoke", cache_dir=tmp_path / "cache", log=None)
-    check_site(out, [p.stem for p in LESSONS])
+    executed = sorted((tmp_path / "cache" / "executed").glob("*.ipynb"))
+    assert len(executed) == len(LESSONS)
+    check_site(out, {p.name.split(".")[0]: png_outputs(p) for p in executed})
+    assert sum(png_outputs(p) for p in executed) >= len(LESSONS) // 2, "the lessons' figures"
     for m in course.api_modules(ROOT):
         assert (out / "api" / f"{m.split('.')[-1]}.html").is_file()
     for p in sorted((ROOT / "docs").glob("*.md")):
