@@ -312,8 +312,8 @@ def execute_lesson(nb_path: str | os.PathLike, cache_dir: str | os.PathLike, par
     """The executed copy of one lesson, from the cache when the notebook and parameters are unchanged.
 
     Runs papermill (kernel ``python3``, working directory ``root``) with ``parameters`` plus the lesson's
-    output folder (``run_dir`` / ``out_dir``) redirected below ``cache_dir/runs/`` so the site never writes
-    into ``results/``. The cache file is ``cache_dir/executed/NN_name.<key>.ipynb``, ``key`` from the
+    output folder (``run_dir`` / ``out_dir``) redirected to ``cache_dir/runs/NN_name`` (emptied first) so the
+    site never writes into ``results/``. The cache file is ``cache_dir/executed/NN_name.<key>.ipynb``, ``key`` from the
     notebook's sha256 and the parameters. Raises :class:`LessonFailed` naming the notebook, the failing
     cell's index (in the notebook as stored) and first line, and the error.
     """
@@ -330,6 +330,9 @@ def execute_lesson(nb_path: str | os.PathLike, cache_dir: str | os.PathLike, par
             log(f"site: {nb_path.name}: unchanged, executed copy from the cache")
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
+    runs = cache_dir / "runs" / nb_path.stem
+    if runs.exists():  # a fresh run: an earlier build's run directory would be resumed or refused
+        shutil.rmtree(runs)
     tmp = cached.with_name(f".{nb_path.stem}.{key}.running.ipynb")  # not matched by the cache glob
     if log:
         log(f"site: executing {nb_path.name} with {parameters or 'its defaults'}")

@@ -439,3 +439,17 @@ def test_full_site_at_smoke_parameters(tmp_path):
     for p in sorted((ROOT / "docs").glob("*.md")):
         assert (out / p.with_suffix(".html").name).is_file()
     print(f"site built in {time.time() - t0:.0f} s")
+
+
+@pytest.mark.notebook
+def test_site_command_reports_the_failing_lesson(tmp_path, monkeypatch, capsys):
+    import hashlib_vit.utils
+    from hashlib_vit.cli import main
+
+    repo = site_repo(tmp_path, failing=True)
+    monkeypatch.setattr(hashlib_vit.utils, "project_root", lambda: repo)
+    monkeypatch.chdir(repo)
+    assert main(["site", "--params", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^error: lesson .*00_tiny\.ipynb failed at cell 4 \('values = \[1, 2\]'\): IndexError", err,
+                     re.M), err
