@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c const
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-floors install lab clean-venv
+.PHONY: demo test test-floors install lab student site clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test-floors: $(STAMP)  ## every lesson's default run against its mAP floor (abou
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/
+
+student: $(STAMP)  ## the student edition: student/ holds the lessons with solutions replaced by stubs, outputs cleared
+	$(BIN)/python -m hashlib_vit student-edition --out student
+
+SITE_PARAMS ?= defaults
+site: $(STAMP)  ## the course site in site/ (open site/index.html; no server); SITE_PARAMS=smoke for a quick build
+	$(BIN)/python -m hashlib_vit site --out site --params $(SITE_PARAMS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,6 +7,8 @@
     hashlib-vit run-grid configs/grids/smoke.yaml [--dry-run] [--force] [--only NAME ...] [--executor local --workers 2]
     hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
     hashlib-vit reproduce --list | NAME [--dry-run] [--weights SPEC] [--data-root DIR] [--output DIR] [--set k=v]
+    hashlib-vit student-edition [--out student/] [NOTEBOOKS...]
+    hashlib-vit site [--out site/] [--params defaults|smoke] [--force] [NOTEBOOKS...]
 
 Every option of ``train`` is a field of :class:`hashlib_vit.config.RunConfig` (same names as the
 notebook parameters, with dashes); ``--preset NAME`` puts a method preset under them and
@@ -54,6 +56,20 @@ def _train(args) -> int:
     return 0
 
 
+def _course_parsers(sub) -> None:
+    """The course commands ``student-edition`` and ``site`` (run by :func:`hashlib_vit.course.course_main`)."""
+    sp = sub.add_parser("student-edition", help="the course notebooks with solutions replaced by stubs and "
+                                                "outputs cleared (make student)")
+    sp.add_argument("notebooks", nargs="*", help="notebooks (default: every notebooks/NN_name.ipynb)")
+    sp.add_argument("--out", default="student", help="output folder (default: student/)")
+    st = sub.add_parser("site", help="build the course site offline: lessons executed, docs, API reference (make site)")
+    st.add_argument("notebooks", nargs="*", help="lesson notebooks (default: every notebooks/NN_name.ipynb)")
+    st.add_argument("--out", default="site", help="output folder (default: site/)")
+    st.add_argument("--params", default="defaults", choices=["defaults", "smoke"],
+                    help="the lessons' own defaults, or configs/smoke/NN_name.yaml for a quick build")
+    st.add_argument("--force", action="store_true", help="re-execute every lesson (ignore the cache)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hashlib-vit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--min-seeds", type=int, default=1,
                     help="only values with at least this many runs (seeds) can be chosen; the others are shown")
     sp.add_argument("--no-figures", action="store_true", help="tables only")
+    _course_parsers(sub)
     args = parser.parse_args(argv)
     from .errors import HashlibVitError
 
@@ -106,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             from .results.sensitivity import sensitivity_main
 
             return sensitivity_main(args)
+        if args.command in ("student-edition", "site"):
+            from .course import course_main
+
+            return course_main(args)
         if args.command == "list":
             if args.what == "protocols":
                 from .data import PROTOCOLS

@@ -35,3 +35,17 @@ class DivergenceError(HashlibVitError, FloatingPointError):
 def bad_choice(param: str, value, choices) -> ConfigError:
     choices = sorted(choices, key=str)
     return ConfigError(f"{param}={value!r} is not a known value; allowed: {', '.join(map(str, choices))}")
+
+
+class ExerciseNotAnswered(HashlibVitError, NotImplementedError):
+    """A course exercise in the student edition has not been answered yet: its cell still holds the stub
+    ``exercise_unanswered("N.k")`` (hashlib_vit/course.py writes it in place of the worked solution).
+    The message is meant for the student: which exercise, and what to do.
+
+    IPython 9 hides frames marked ``__tracebackhide__`` except the innermost one (the frame that raised),
+    so the class also defines ``_render_traceback_``, which IPython (and so ipykernel, JupyterLab,
+    papermill, nbval) uses in place of its traceback: the student sees the one line
+    ``ExerciseNotAnswered: <message>`` and no library frame."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]

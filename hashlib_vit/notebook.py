@@ -14,6 +14,10 @@ calls ``check_parameters(globals())``, which
 
 Both raise :class:`~hashlib_vit.errors.ConfigError` before any data is loaded or anything is written.
 Without papermill (JupyterLab, nbval) the declared defaults are checked the same way.
+
+The student edition of the course (``make student``; :mod:`hashlib_vit.course`) replaces each worked
+solution by a call to :func:`exercise_unanswered`, which stops the notebook there with a message for the
+student instead of a traceback from inside the library.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import ast
 import difflib
 from typing import Any, MutableMapping
 
-from .errors import ConfigError
+from .errors import ConfigError, ExerciseNotAnswered
 from .typecheck import coerce
 
 INJECTED_HEADER = "# Parameters"  # the first line of the cell papermill's Python translator writes
@@ -74,3 +78,19 @@ def check_parameters(namespace: MutableMapping[str, Any], *, where: str = "noteb
         value = coerce(name, namespace[name], tp, where=where)
         namespace[name] = out[name] = value
     return out
+
+
+def exercise_unanswered(exercise_id: str) -> None:
+    """Stop a student-edition notebook at an exercise that has not been answered yet.
+
+    The student edition (:func:`hashlib_vit.course.student_edition`) puts a call to this function in place
+    of each worked solution cell. Always raises :class:`~hashlib_vit.errors.ExerciseNotAnswered` whose
+    message (the whole ``evalue`` a notebook front end shows) names the exercise and says what to do.
+    ``__tracebackhide__`` makes IPython (and pytest) leave this frame out of the traceback, so the student
+    sees only their own cell. ``exercise_id`` is ``"N.k"`` (lesson N, exercise k), e.g. ``"3.2"``.
+    """
+    __tracebackhide__ = True
+    raise ExerciseNotAnswered(
+        f"Exercise {exercise_id} is not answered yet: write your answer in this cell in place of this line "
+        f"(and the import above it), then run the cell again. The task is in the 'Exercise {exercise_id}' "
+        f"cell above; the teacher edition (notebooks/) holds a worked solution.")

@@ -23,7 +23,8 @@ LAYERS = [
     {"experiment"},
     {"runner"},
     {"reproduce"},
-    {"cli", "__main__", "__init__", "notebook"},  # notebook: the check a notebook's first code cell runs
+    # notebook: the check a notebook's first code cell runs; course: exercises, student edition, site
+    {"cli", "__main__", "__init__", "notebook", "course"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
