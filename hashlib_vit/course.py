@@ -19,7 +19,9 @@ papermill (its defaults, or the smoke parameters ``configs/smoke/NN_name.yaml``)
 the notebook's sha256 and the parameters, the docs staged into a build folder with their links mapped to
 the site's layout, one API reference page per subpackage and top-level module (mkdocstrings), then
 ``mkdocs build`` with the material theme and its ``offline`` plugin and ``use_directory_urls: false``, so
-the site opens from the file system with no server. :func:`site_problems` checks the result (every
+the site opens from the file system with no server. The math (the lessons' ``$...$`` / ``$$...$$``, the docs
+pages' through pymdownx.arithmatex) is converted to MathML at build time (:func:`render_site_math`), so it
+needs no MathJax and no network when viewed. :func:`site_problems` checks the result (every
 internal link and anchor resolves, no asset is fetched from the network).
 """
 from __future__ import annotations
@@ -423,6 +425,117 @@ def rewrite_links(text: str, page_repo_path: str, html_targets: bool = False,
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- math on the site
+# The lessons' TeX ($...$, $$...$$) is rendered at build time to MathML (latex2mathml), which Chromium and
+# Firefox draw natively (MathML Core): no script, no font or file from a server, works from file://.
+# Both sources mark their math up the way pymdownx.arithmatex's generic mode does -- the docs pages through
+# arithmatex itself, the notebooks' markdown cells through mark_math -- and render_math_html converts every
+# marked expression of the built pages.
+_MATH_TOKENS = re.compile(
+    r"(?P<fence>^[ \t]*(?P<f>`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*(?P=f)[ \t]*$|\Z))"  # fenced code: left alone
+    r"|(?P<span>(?P<ticks>`+)(?!`)(?:(?!\n[ \t]*\n).)*?(?<!`)(?P=ticks)(?!`))"  # a code span: left alone
+    r"|(?P<esc>\\\$)"  # an escaped dollar: a dollar sign
+    r"|(?P<display>\$\$(?P<dtex>[^`]+?)\$\$)"
+    # inline: no space inside the dollars, no digit after the closing one ("$5 and $10" is not math);
+    # no backtick inside math, so a code span after a lone dollar stays code
+    r"|(?P<inline>(?<![\\$])\$(?=[^\s$])(?P<itex>[^\n$`]*?[^\s\\$`])\$(?![\d$]))",
+    re.M | re.S)
+_MATH_ESCAPES = {c: f"&#{ord(c)};" for c in "\\$*_`[]|~^#!{}"}
+_MATH_MARKUP = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
+_MATHJAX_LEFTOVER = re.compile(r'<!-- Load mathjax -->\s*<script src="">\s*</script>\s*'
+                               r'(?:<!-- MathJax configuration -->\s*<script type="text/x-mathjax-config">.*?</script>\s*'
+                               r'<!-- End of mathjax configuration -->)?', re.S)
+MATH_CSS = """/* math rendered at build time to MathML (hashlib_vit.course.render_math_html) */
+math { font-family: "Latin Modern Math", "STIX Two Math", "DejaVu Math TeX Gyre", "Cambria Math", math; font-size: 1.1em; }
+math[display="block"] { margin: 0.8em 0; overflow-x: auto; overflow-y: hidden; }
+.math-fallback { border: 1px dashed #c62828; padding: 0 0.2em; white-space: pre-wrap; }
+"""
+
+
+def mark_math(text: str) -> str:
+    """Markdown ``text`` with its TeX math (``$...$`` inline, ``$$...$$`` display, as in Jupyter) marked up
+    like pymdownx.arithmatex's generic mode: ``<span class="arithmatex">\\(...\\)</span>`` (display:
+    ``\\[...\\]``, still a span, so a formula inside a list item or a paragraph stays there), the TeX
+    written with character references so no markdown parser changes it. Fenced code, code spans and
+    ``\\$`` are left alone; a dollar followed by a space or a closing dollar followed by a digit is not
+    math (prices such as "$5 and $10")."""
+    def sub(m):
+        if not (m.group("display") or m.group("inline")):
+            return m.group(0)
+        display = m.group("display") is not None
+        tex = (m.group("dtex") if display else m.group("itex")).replace("\n", " ")
+        body = ("\\[" + tex + "\\]") if display else ("\\(" + tex + "\\)")
+        body = html.escape(body, quote=False)
+        return '<span class="arithmatex">' + "".join(_MATH_ESCAPES.get(c, c) for c in body) + "</span>"
+
+    return _MATH_TOKENS.sub(sub, text)
+
+
+def tex_to_mathml(tex: str, display: bool = False) -> str:
+    """MathML (a ``<math>`` element, ``display="block"`` or ``"inline"``) for the TeX ``tex``, by
+    latex2mathml. Raises ValueError when it cannot convert it (a syntax error, or a command it does not
+    know, which it would otherwise show as the command's name)."""
+    from latex2mathml.converter import convert
+
+    try:
+        out = convert(tex, display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises its own exception types for malformed TeX
+        raise ValueError(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+    unknown = re.search(r">[^<]*?(\\[A-Za-z]+)", out)
+    if unknown:
+        raise ValueError(f"unknown command {unknown.group(1)}")
+    return out
+
+
+def render_math_html(page: str) -> tuple[str, int, list[str]]:
+    """A built page's HTML with every arithmatex-marked expression (``\\(...\\)``, ``\\[...\\]``, or a bare
+    ``$...$`` / ``$$...$$`` / ``\\begin{env}...\\end{env}``) replaced by MathML, and mkdocs-jupyter's
+    MathJax loader (an empty ``src`` offline) removed. An expression that cannot be converted keeps its
+    TeX in a visible ``<code class="math-fallback">``. Returns (html, expressions converted, one
+    ``"TeX: reason"`` per failure)."""
+    done, failed = 0, []
+
+    def sub(m):
+        nonlocal done
+        tex = html.unescape(m.group(2)).strip()
+        display = m.group(1) == "div"
+        for left, right, disp in (("\\(", "\\)", False), ("\\[", "\\]", True), ("$$", "$$", True), ("$", "$", False)):
+            if tex.startswith(left) and tex.endswith(right) and len(tex) >= len(left) + len(right):
+                tex, display = tex[len(left):len(tex) - len(right)].strip(), disp
+                break
+        try:
+            out = tex_to_mathml(tex, display)
+        except ValueError as e:
+            failed.append(f"{tex}: {e}")
+            shown = f"$${tex}$$" if display else f"${tex}$"
+            return (f'<code class="math-fallback" title="{html.escape(str(e))} (not rendered)">'
+                    f"{html.escape(shown, quote=False)}</code>")
+        done += 1
+        return out
+
+    page = _MATHJAX_LEFTOVER.sub("", page)
+    return _MATH_MARKUP.sub(sub, page), done, failed
+
+
+def render_site_math(site: str | os.PathLike, log: Callable[[str], None] | None = print) -> tuple[int, list[str]]:
+    """:func:`render_math_html` over every page of a built site, in place; returns (expressions converted,
+    ``"page: TeX: reason"`` per failure), and logs the counts and each failure."""
+    site = Path(site)
+    done, failed = 0, []
+    for p in sorted(site.rglob("*.html")):
+        text = p.read_text(encoding="utf-8")
+        new, n, bad = render_math_html(text)
+        if new != text:
+            p.write_text(new, encoding="utf-8")
+        done += n
+        failed += [f"{p.relative_to(site).as_posix()}: {b}" for b in bad]
+    if log:
+        log(f"site: math: {done} expressions rendered as MathML, {len(failed)} kept as TeX")
+        for f in failed:
+            log(f"site: math not rendered (its TeX is shown): {f}")
+    return done, failed
+
+
 def _site_notebook(executed: Path, dest: Path, repo_path: str) -> None:
     """Copy an executed lesson for mkdocs-jupyter: links mapped to the built pages, and the widget state and
     widget views dropped (they would load the widget manager from a CDN; the text fallback stays)."""
@@ -430,7 +543,7 @@ def _site_notebook(executed: Path, dest: Path, repo_path: str) -> None:
     nb.get("metadata", {}).pop("widgets", None)
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
-            cell["source"] = rewrite_links(_source(cell), repo_path, html_targets=True)
+            cell["source"] = mark_math(rewrite_links(_source(cell), repo_path, html_targets=True))
         outputs = []
         for o in cell.get("outputs", []):
             data = o.get("data")
@@ -530,6 +643,7 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
     assets = docs / "assets"
     assets.mkdir(exist_ok=True)
     shutil.copy2(SHIM, assets / SHIM.name)  # search from file:// without unpkg.com (material's offline plugin)
+    (assets / "math.css").write_text(MATH_CSS, encoding="utf-8")
     (docs / "index.md").write_text(_index_page(root, lessons, pages, modules, has_course, in_site), encoding="utf-8")
     nav = [{"Home": "index.md"}]
     if has_course:
@@ -555,10 +669,12 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
                 "show_root_heading": False, "members_order": "source", "heading_level": 2}}}}},
         ],
         "markdown_extensions": ["admonition", "tables", {"toc": {"permalink": True}},
-                                "pymdownx.superfences", "pymdownx.details"],
+                                "pymdownx.superfences", "pymdownx.details",
+                                {"pymdownx.arithmatex": {"generic": True}}],  # math: render_site_math
         "nav": nav,
         # a local copy, so the offline plugin does not add https://unpkg.com/iframe-worker/shim
         "extra": {"polyfills": [f"assets/{SHIM.name}"]},
+        "extra_css": ["assets/math.css"],
     }
     cfg = stage / "mkdocs.yml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -576,6 +692,8 @@ def build_site(root: str | os.PathLike = ".", out: str | os.PathLike = "site", p
     ``root/.cache/site``) holds the executed lessons, keyed by notebook sha256 + parameters, so a rebuild
     re-executes only what changed (``force``: all of them). ``stage`` (default ``cache_dir/stage``) is the
     generated mkdocs project. ``modules``: the API reference pages (default :func:`api_modules`).
+    The math of every page is rendered to MathML afterwards (:func:`render_site_math`; the count and any
+    formula it could not convert are logged).
     Raises :class:`LessonFailed` when a lesson raises (naming it and the cell), and
     :class:`~hashlib_vit.errors.HashlibVitError` when mkdocs fails (with its output).
     """
@@ -602,6 +720,7 @@ def build_site(root: str | os.PathLike = ".", out: str | os.PathLike = "site", p
         raise HashlibVitError(f"mkdocs build of {cfg} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     # 404.html addresses everything from the server root ("/assets/..."); from the file system it is never shown
     (out / "404.html").unlink(missing_ok=True)
+    render_site_math(out, log=log)
     return out
 
 

@@ -7,6 +7,7 @@ parameters, are under the marker ``course`` (``pytest -m course``, run by ``.ci/
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -319,6 +320,58 @@ def test_student_edition_of_every_lesson(nb, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the site
+# math as the lessons write it (Jupyter's $...$ and $$...$$), with dollars that are not math around it
+LESSON_MATH = ("Codes $b \\in \\{-1,+1\\}^{K}$ are compared by $d_H(b_i,b_j)=\\tfrac12(K-b_i^\\top b_j)$:\n\n"
+               "$$\\mathbb E[\\mathrm{AP}] = \\frac{R-1}{N-1}.$$\n\n"
+               "1. in a list item,\n   $$\\|\\tilde v\\|^2 = 2K\\,\\big(1-\\cos(v,c)\\big)$$\n   still in it.\n\n"
+               "Not math: a price of $5 and $10, `$HOME` in code, and an escaped \\$ sign.")
+DOC_MATH = ("## Math\n\nA docs page with $x_i^2$ inline and a display\n\n$$\\sum_{r\\le K} \\frac{1}{r}$$\n\n"
+            "and no math in `$PATH`, in\n\n```bash\necho \"$HOME $x$\"\n```\n\nor in a price of $5 and $10.\n")
+
+
+def check_math(page: str, name: str) -> None:
+    """The page's math is MathML (inline and display, a fraction among it), no TeX or MathJax is left, and the
+    dollars that are not math are still there."""
+    assert re.search(r'<math [^>]*display="inline"', page), f"{name}: no inline MathML"
+    assert re.search(r'<math [^>]*display="block"', page), f"{name}: no display MathML"
+    assert "<mfrac>" in page, name
+    assert 'class="arithmatex"' not in page and "math-fallback" not in page, f"{name}: math left as TeX"
+    assert "\\frac" not in page and "\\tfrac" not in page, f"{name}: raw TeX on the page"
+    assert "MathJax" not in page and '<script src="">' not in page, f"{name}: MathJax loader left"
+    assert "$5 and $10" in page, f"{name}: a price became math"
+
+
+def test_mark_math_marks_tex_and_leaves_code_and_prices_alone():
+    text = ("Inline $a_1 * b_2$ and $N$; display $$x^2\n+ [y]$$ here.\n\n"
+            "Prices $5 and $10, US$5-$10; `$HOME` and ``a $x$ b`` in code; an escaped \\$ sign; $ x$ not math.\n\n"
+            "```bash\necho $x $y$\n```\n")
+    out = course.mark_math(text)
+    spans = re.findall(r'<span class="arithmatex">(.*?)</span>', out)
+    assert [html.unescape(s) for s in spans] == ["\\(a_1 * b_2\\)", "\\(N\\)", "\\[x^2 + [y]\\]"]
+    assert all(not set(s) & set("\\$*_`[]^") for s in spans), "no markdown-active character left in the TeX"
+    rest = _MARKED.sub("", out)
+    assert "Prices $5 and $10, US$5-$10; `$HOME` and ``a $x$ b`` in code; an escaped \\$ sign; $ x$ not math" in rest
+    assert "```bash\necho $x $y$\n```" in rest
+
+
+_MARKED = re.compile(r'<span class="arithmatex">.*?</span>')
+
+
+def test_render_math_html_converts_marked_math_and_keeps_what_it_cannot():
+    page = ('<script src=""> </script><p>A <span class="arithmatex">\\(\\tfrac12 b^\\top b\\)</span> and</p>'
+            '<div class="arithmatex">\\[\\sum_{r\\le K} \\frac{1}{r}\\]</div>'
+            '<p><span class="arithmatex">\\(\\frac{1}{\\)</span>, <span class="arithmatex">\\(\\nosuch x\\)</span> '
+            '<span class="arithmatex">\\(a &lt; b\\)</span></p>')
+    out, done, failed = course.render_math_html('<!-- Load mathjax -->\n' + page)
+    assert done == 3 and len(failed) == 2, (done, failed)
+    assert failed[1] == "\\nosuch x: unknown command \\nosuch"
+    assert out.count('display="inline"') == 2 and out.count('display="block"') == 1 and "<mfrac>" in out
+    assert "<mo>&#x0003C;</mo>" in out or "<mo>&lt;</mo>" in out
+    assert '<code class="math-fallback" title="unknown command \\nosuch (not rendered)">$\\nosuch x$</code>' in out
+    assert "arithmatex" not in out and '<script src="">' not in out
+    assert course.render_math_html(out)[1:] == (0, []), "rendering twice changes nothing"
+
+
 def site_repo(tmp_path: Path, failing: bool = False) -> Path:
     """A small repository: README, two docs pages linking each other and the lesson, one tiny lesson
     with a figure, its smoke parameters."""
@@ -326,14 +379,14 @@ def site_repo(tmp_path: Path, failing: bool = False) -> Path:
     (repo / "docs").mkdir(parents=True)
     (repo / "docs" / "guide.md").write_text(
         "# A guide\n\nSee [the other page](other.md#second-part), [lesson 0](../notebooks/00_tiny.ipynb) and "
-        "[the code](../hashlib_vit/course.py).\n\n## First part\n\nText.\n")
+        "[the code](../hashlib_vit/course.py).\n\n## First part\n\nText.\n\n" + DOC_MATH)
     (repo / "docs" / "other.md").write_text("# Other\n\n## Second part\n\nBack to [the guide](guide.md) and "
                                             "[home](../README.md).\n")
     (repo / "README.md").write_text("# hashlib_vit\n\nRead `docs/guide.md` and run `notebooks/00_tiny.ipynb`.\n\n"
                                     "```bash\nmake docs/guide.md\n```\n")
     (repo / "configs" / "smoke").mkdir(parents=True)
     (repo / "configs" / "smoke" / "00_tiny.yaml").write_text("n: 5\n")
-    body = [md("Read [the guide](../docs/guide.md#first-part) first."),
+    body = [md("Read [the guide](../docs/guide.md#first-part) first.\n\n" + LESSON_MATH),
             code("import matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot(range(n))\nplt.title('a figure')\n"
                  "plt.show()")]
     if failing:
@@ -376,6 +429,14 @@ def test_site_of_a_small_repository(tmp_path):
     assert 'href="../guide.html#first-part"' in (out / "lessons" / "00_tiny.html").read_text()
     assert "ExerciseNotAnswered" in (out / "api" / "errors.html").read_text()  # mkdocstrings rendered it
     assert (out / "search" / "search_index.js").is_file()
+    lesson = (out / "lessons" / "00_tiny.html").read_text()
+    check_math(lesson, "lesson")
+    check_math(guide, "guide")
+    assert re.search(r"<code>\$HOME</code>", lesson) and re.search(r"<code>\$PATH</code>", guide)
+    assert '<span class="nv">$HOME</span>' in guide, "the fenced code block is left alone"
+    assert re.search(r'<li>in a list item,\s*<math [^>]*display="block"', lesson), "display math stays in its list item"
+    assert any(re.search(r"math: [1-9]\d* expressions rendered as MathML, 0 kept as TeX", line) for line in log), log
+    assert (out / "assets" / "math.css").is_file() and 'href="../assets/math.css"' in lesson
     # a rebuild re-executes only what changed
     log.clear()
     course.build_site(repo, out="site", params="smoke", modules=[], log=log.append)
@@ -453,3 +514,59 @@ def test_site_command_reports_the_failing_lesson(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert re.search(r"^error: lesson .*00_tiny\.ipynb failed at cell 4 \('values = \[1, 2\]'\): IndexError", err,
                      re.M), err
+
+
+# the layout Chromium gave each page's math: a fraction's numerator above its denominator (MathML laid out,
+# not shown as a row of letters), the display formulas as blocks, and every resource the page loaded
+_MATH_LAYOUT_JS = """
+const maths = [...document.querySelectorAll('math')];
+const fracs = [...document.querySelectorAll('math mfrac')].map(f => {
+  const [n, d] = [...f.children].map(c => c.getBoundingClientRect());
+  return {stacked: n.bottom <= d.top + 1, height: f.getBoundingClientRect().height};
+});
+const blocks = maths.filter(m => m.getAttribute('display') === 'block').map(m => getComputedStyle(m).display);
+return {n: maths.length, visible: maths.filter(m => m.getBoundingClientRect().width > 0).length, fracs: fracs,
+        blocks: blocks, fallback: document.querySelectorAll('.math-fallback').length,
+        resources: performance.getEntriesByType('resource').map(r => r.name)};
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.notebook
+def test_site_math_typesets_in_headless_chromium(tmp_path):
+    """The small site opened from file:// in headless Chromium (Debian chromium + chromedriver, as in
+    tests/test_browser.py): the lesson page's and the docs page's math is laid out as MathML, and no
+    resource comes from anywhere but the file system. A screenshot of the lesson is saved in tmp_path."""
+    import os
+
+    chromium = os.environ.get("HASHLIB_VIT_CHROMIUM", "/usr/bin/chromium")
+    chromedriver = os.environ.get("HASHLIB_VIT_CHROMEDRIVER", "/usr/bin/chromedriver")
+    for what, path in (("chromium", chromium), ("chromedriver", chromedriver)):
+        if not Path(path).is_file():
+            pytest.fail(f"Chromium failed to start: {what} not found at {path} (Debian: apt-get install -y "
+                        "chromium chromium-driver)", pytrace=False)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    out = course.build_site(site_repo(tmp_path), out="site", params="smoke", modules=[], log=None)
+    os.environ.setdefault("SE_OFFLINE", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
+    try:
+        for page, n_min in (("lessons/00_tiny.html", 4), ("guide.html", 2)):
+            driver.get((out / page).as_uri())
+            got = driver.execute_script(_MATH_LAYOUT_JS)
+            assert got["n"] >= n_min and got["visible"] == got["n"], (page, got)
+            assert got["fracs"] and all(f["stacked"] for f in got["fracs"]), (page, got["fracs"])
+            assert got["blocks"] and all(d.split()[0] == "block" for d in got["blocks"]), (page, got["blocks"])
+            assert got["fallback"] == 0, page
+            assert all(r.startswith("file://") for r in got["resources"]), (page, got["resources"])
+            if page.startswith("lessons/"):
+                driver.save_screenshot(str(tmp_path / "lesson_math.png"))
+    finally:
+        driver.quit()
