@@ -471,6 +471,49 @@ def mark_math(text: str) -> str:
     return _MATH_TOKENS.sub(sub, text)
 
 
+_VARIANT = re.compile(r'<(mi|mn|mo)( mathvariant="([a-z-]+)")>([^<]*)</\1>')
+_VARIANT_NAMES = {"bold": "BOLD", "italic": "ITALIC", "bold-italic": "BOLD ITALIC", "script": "SCRIPT",
+                  "bold-script": "BOLD SCRIPT", "fraktur": "FRAKTUR", "bold-fraktur": "BOLD FRAKTUR",
+                  "double-struck": "DOUBLE-STRUCK", "sans-serif": "SANS-SERIF", "bold-sans-serif": "SANS-SERIF BOLD",
+                  "sans-serif-italic": "SANS-SERIF ITALIC", "sans-serif-bold-italic": "SANS-SERIF BOLD ITALIC",
+                  "monospace": "MONOSPACE"}
+_DIGITS = "ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE".split()
+
+
+def _variant_char(c: str, variant: str) -> str:
+    """``c`` (an ASCII letter or digit) as its Unicode mathematical alphanumeric symbol in ``variant``
+    (``𝔼`` for double-struck E, ``ℒ`` for script L); ``c`` itself when there is none."""
+    import unicodedata
+
+    if not (c.isascii() and c.isalnum()):
+        return c
+    what = f"DIGIT {_DIGITS[int(c)]}" if c.isdigit() else f"{'CAPITAL' if c.isupper() else 'SMALL'} {c.upper()}"
+    v = _VARIANT_NAMES[variant]
+    names = [f"MATHEMATICAL {v} {what}", f"{v} {what}"]  # the letterlike symbols fill the block's holes
+    if v == "FRAKTUR":
+        names.append(f"BLACK-LETTER {what}")
+    if (v, c) == ("ITALIC", "h"):
+        names.append("PLANCK CONSTANT")
+    for name in names:
+        try:
+            return unicodedata.lookup(name)
+        except KeyError:
+            pass
+    return c
+
+
+def _unicode_variants(mathml: str) -> str:
+    """MathML Core (what Chromium draws) knows only ``mathvariant="normal"``: write the other variants
+    (``\\mathbb``, ``\\mathcal``, ``\\mathbf``, ...) as Unicode mathematical alphanumeric characters."""
+    def sub(m):
+        tag, variant, text = m.group(1), m.group(3), m.group(4)
+        if variant not in _VARIANT_NAMES:
+            return m.group(0)
+        return f'<{tag} mathvariant="normal">{"".join(_variant_char(c, variant) for c in text)}</{tag}>'
+
+    return _VARIANT.sub(sub, mathml)
+
+
 def tex_to_mathml(tex: str, display: bool = False) -> str:
     """MathML (a ``<math>`` element, ``display="block"`` or ``"inline"``) for the TeX ``tex``, by
     latex2mathml. Raises ValueError when it cannot convert it (a syntax error, or a command it does not
@@ -484,7 +527,7 @@ def tex_to_mathml(tex: str, display: bool = False) -> str:
     unknown = re.search(r">[^<]*?(\\[A-Za-z]+)", out)
     if unknown:
         raise ValueError(f"unknown command {unknown.group(1)}")
-    return out
+    return _unicode_variants(out)
 
 
 def render_math_html(page: str) -> tuple[str, int, list[str]]:

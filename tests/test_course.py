@@ -339,6 +339,7 @@ def check_math(page: str, name: str) -> None:
     assert "\\frac" not in page and "\\tfrac" not in page, f"{name}: raw TeX on the page"
     assert "MathJax" not in page and '<script src="">' not in page, f"{name}: MathJax loader left"
     assert "$5 and $10" in page, f"{name}: a price became math"
+    assert not re.search(r'mathvariant="(?!normal")', page), f"{name}: a mathvariant Chromium does not draw"
 
 
 def test_mark_math_marks_tex_and_leaves_code_and_prices_alone():
@@ -355,6 +356,19 @@ def test_mark_math_marks_tex_and_leaves_code_and_prices_alone():
 
 
 _MARKED = re.compile(r'<span class="arithmatex">.*?</span>')
+
+
+def test_tex_to_mathml_writes_letter_variants_as_unicode():
+    """Chromium's MathML Core draws only mathvariant="normal": \\mathbb, \\mathcal, \\mathbf become characters."""
+    out = course.tex_to_mathml(r"\mathbb E[\mathcal L] + \mathbb{R}^b + \mathbf 1 + \mathrm{AP} + \mathcal{H}", display=True)
+    assert 'display="block"' in out
+    for c in ("\U0001d53c", "\u2112", "\U0001d7cf", "\u210b"):  # 𝔼, ℒ (a hole in the block), bold 1, ℋ
+        assert c in html.unescape(out), (c, out)
+    assert not re.search(r'mathvariant="(?!normal")', out), out
+    with pytest.raises(ValueError, match="unknown command \\\\nosuch"):
+        course.tex_to_mathml(r"\nosuch x")
+    with pytest.raises(ValueError, match="MissingSuperScriptOrSubscriptError"):
+        course.tex_to_mathml("x^")
 
 
 def test_render_math_html_converts_marked_math_and_keeps_what_it_cannot():
@@ -499,6 +513,9 @@ def test_full_site_at_smoke_parameters(tmp_path):
         assert (out / "api" / f"{m.split('.')[-1]}.html").is_file()
     for p in sorted((ROOT / "docs").glob("*.md")):
         assert (out / p.with_suffix(".html").name).is_file()
+    assert re.search(r'<math [^>]*display="block"', (out / "lessons" / "00_quickstart.html").read_text())
+    unrendered = [p.name for p in out.rglob("*.html") if "math-fallback" in p.read_text()]
+    assert not unrendered, f"math left as TeX on {unrendered}"
     print(f"site built in {time.time() - t0:.0f} s")
 
 
