@@ -776,15 +776,33 @@ def execute_run(run: Run, *, kernel: str = "python3", timeout: int | None = None
     return {"status": "completed", "seconds": seconds, "map": _read_map(rd)}
 
 
+# cells a batch run leaves out: the lessons' exercises and their worked solutions (docs/course.md) teach, they
+# are not part of the run, and a solution may train (lesson 02's ablation) or read committed results
+BATCH_SKIPPED_TAGS = ("exercise", "solution")
+
+
+def batch_notebook(path: str | os.PathLike):
+    """The notebook at ``path`` as a grid run executes it: an ``nbformat`` node without the cells tagged
+    :data:`BATCH_SKIPPED_TAGS` (nbconvert's ``TagRemovePreprocessor``). Raises FileNotFoundError / nbformat's
+    validation errors for a missing or malformed file."""
+    import nbformat
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(str(path), as_version=4)
+    nb, _ = TagRemovePreprocessor(remove_cell_tags=set(BATCH_SKIPPED_TAGS), enabled=True).preprocess(nb, {})
+    return nb
+
+
 def _run_notebook_target(run: Run, kernel: str, timeout: int | None, cwd: Path | None) -> None:
     """papermill into ``<stem>.running.ipynb``; renamed to the notebook's name when it completes, to
-    ``<stem>.failed.ipynb`` when it raises (then re-raised)."""
+    ``<stem>.failed.ipynb`` when it raises (then re-raised). The lesson's exercises are left out
+    (:func:`batch_notebook`)."""
     import papermill
 
     rd, name = run.run_dir, run.notebook.name
     running = rd / f"{run.notebook.stem}.running.ipynb"
     try:
-        papermill.execute_notebook(str(run.notebook), str(running), parameters=run.params, kernel_name=kernel,
+        papermill.execute_notebook(batch_notebook(run.notebook), str(running), parameters=run.params, kernel_name=kernel,
                                    progress_bar=False, log_output=False, cwd=str(cwd or Path.cwd()),
                                    execution_timeout=timeout)
     except BaseException:

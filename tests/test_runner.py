@@ -256,3 +256,23 @@ def test_explicit_runs_without_a_sweep_add_no_implicit_base_run(tmp_path, tiny_n
     assert [r.name for r in load_grid(g).runs] == ["a", "b"]
     g = write_grid(tmp_path, notebook=str(tiny_nb), output=str(tmp_path / "out"), fixed={"lr": 0.01})
     assert [r.name for r in load_grid(g).runs] == ["run"]
+
+
+def test_a_grid_run_leaves_the_lessons_exercises_out(tmp_path):
+    """Issue 20: a batch run executes the lesson, not its exercises (a solution may train or read committed
+    results); the executed notebook in the run directory holds no exercise or solution cell."""
+    path = make_notebook(tmp_path / "lesson.ipynb")
+    nb = nbformat.read(str(path), as_version=4)
+    ex = nbformat.v4.new_markdown_cell("### Exercise 1.1 — Try it\nCompute something.")
+    ex.metadata["tags"] = ["exercise"]
+    sol = nbformat.v4.new_code_cell("raise RuntimeError('a solution ran in a batch run')")
+    sol.metadata["tags"] = ["solution"]
+    nb.cells[3:3] = [ex, sol]  # before the last cell, as a lesson's Exercises section
+    nbformat.write(nb, str(path))
+    out = tmp_path / "out"
+    g = write_grid(tmp_path, notebook=str(path), output=str(out), sweep={"loss": ["csq"], "bits": [16]})
+    summary = run_grid(g, progress=False)
+    assert list(summary["status"]) == ["completed"], summary.to_dict("records")
+    executed = nbformat.read(str(out / "loss-csq_bits-16" / "lesson.ipynb"), as_version=4)
+    tags = {t for c in executed.cells for t in c.metadata.get("tags", [])}
+    assert not tags & {"exercise", "solution"} and len(executed.cells) == len(nb.cells) - 2 + 1  # + papermill's cell
