@@ -276,10 +276,14 @@ def test_progress_bar_names_the_current_run_and_can_be_switched_off(tmp_path, mo
         return {"status": "completed", "seconds": 0.0, "map": 0.5}
 
     monkeypatch.setattr(runner, "execute_run", fake_execute)
+    monkeypatch.setenv("HASHLIB_VIT_PROGRESS", "1")  # a bar although stderr is not a terminal here
     run_grid(grid_spec(tmp_path / "a"), progress=True)
     err = capsys.readouterr().err
     assert "2/2" in err and "loss-dpsh_bits-16" in err and "grid <grid mapping>" in err
     run_grid(grid_spec(tmp_path / "b"), progress=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("HASHLIB_VIT_PROGRESS", "auto")  # the policy: no text bar into a file or pipe
+    run_grid(grid_spec(tmp_path / "c"), progress=True)
     assert capsys.readouterr().err == ""
 
 
