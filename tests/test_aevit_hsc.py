@@ -87,13 +87,41 @@ def test_aem_learns_after_one_step():
     res.total.backward()
     aem = find_aem(model)
     assert aem.gamma.grad is not None and aem.gamma.grad.abs().sum() > 0
-    assert torch.all(aem.pw.weight.grad == 0), "with the gate at 0 the zero conv sees no gradient yet"
+    assert torch.all(aem.pw.weight.grad == 0), "with the gate at 0 no branch parameter sees a gradient yet"
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.step()
     model.eval()
     pe = model.backbone.model.patch_embed
     feat = pe.proj(model.normalize(x))
     assert not torch.allclose(aem(feat), feat)
+
+
+@pytest.mark.parametrize("branches", ["local", "all", "channel", "spatial", "local,spatial"])
+def test_every_aem_variant_leaves_the_start(branches):
+    """Issue 20 (found by lesson 03's Exercise 3.1): with the point-wise conv zero-initialised as well as the
+    gate, aem="local" alone was a saddle (no AEM parameter ever got a gradient) and its ablation trained the
+    plain ViT. Only the gate starts at zero now: the module is the identity at step 0 for every variant, the
+    gate moves on the first step and every branch parameter on the second."""
+    torch.manual_seed(0)
+    model = build_model("vit32_test", 16, aem=branches)
+    plain = build_model("vit32_test", 16, aem="off")
+    x, y = torch.rand(8, 3, 32, 32), onehot([0, 0, 1, 1, 2, 2, 3, 3], 4)
+    model.eval(), plain.eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".aem." not in k})
+    assert torch.equal(model(x).u, plain(x).u), "AEM is the identity at step 0"
+    model.train()
+    loss = build_loss("hsc", 16, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    aem = find_aem(model)
+    for step in (1, 2):
+        opt.zero_grad()
+        loss(model(x), y, torch.arange(8)).total.backward()
+        moving = {n for n, p in aem.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if step == 1:
+            assert moving == {"gamma"}, moving
+        else:
+            assert moving == {n for n, _ in aem.named_parameters()}, moving
+        opt.step()
 
 
 def test_parse_aem_and_errors():

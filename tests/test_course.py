@@ -164,6 +164,16 @@ def test_every_lesson_has_two_to_four_asserted_exercises(nb):
     check_lesson_exercises(nb)
 
 
+def test_the_syllabus_lists_every_lesson_and_exercise():
+    """docs/course.md names every lesson and every exercise (id and title) as the notebooks have them."""
+    syllabus = (ROOT / "docs" / "course.md").read_text()
+    for nb in LESSONS:
+        assert f"`{nb.stem}`" in syllabus, f"docs/course.md does not list the lesson {nb.stem}"
+        for ex in course.read_exercises(nb):
+            assert f"{ex.id} — {ex.title}".replace("|", "\\|") in syllabus, \
+                f"docs/course.md does not list Exercise {ex.id} — {ex.title} ({nb.name})"
+
+
 def test_the_convention_check_passes_on_a_conforming_notebook(tmp_path):
     check_lesson_exercises(write(tiny_lesson(5, 3), tmp_path / "05_tiny.ipynb"))
     with pytest.raises(AssertionError, match="1 exercises"):

@@ -5,14 +5,17 @@ encoder acting on the input feature map". Our documented reading places AEM on t
 **feature map** ``X`` (``n x D x H/P x W/P``, the output of the stride-P patch convolution), before
 CLS concatenation, position embedding and the encoder:
 
-1. local detail   ``X1 = X + PW(GELU(BN(DW3x3(X))))``           (PW zero-initialised -> X1 = X)
+1. local detail   ``X1 = X + PW(GELU(BN(DW3x3(X))))``           (PW: the convolution's default init)
 2. channel attn.  ``a_c = sigmoid(MLP(GAP(X1)) + MLP(GMP(X1)))``  shared MLP D -> D/r -> D, r = 16
                   ``X2 = X1 * a_c``
 3. spatial attn.  ``a_s = sigmoid(Conv7x7([mean_c(X2); max_c(X2)]))``,  ``X3 = X2 * a_s``
 4. gated residual ``X' = X + gamma * (X3 - X)``, ``gamma in R^D`` initialised to 0
 
-With ``gamma = 0`` (and the zero point-wise conv) AE-ViT computes exactly the plain ViT at step 0,
-so every pretrained weight is reused unchanged. Any subset of the three branches can be switched
+With ``gamma = 0`` AE-ViT computes exactly the plain ViT at step 0, so every pretrained weight is reused
+unchanged. Only the gate starts at zero: METHODS.md §4.2 also zero-initialises the point-wise conv PW, but
+then ``aem="local"`` alone is a saddle that never leaves — ``X3 - X = PW(...) = 0`` gives gamma no gradient
+and gamma = 0 gives PW none — so that ablation trained exactly the plain ViT (found by lesson 03's
+Exercise 3.1). With PW at its default init every variant's gate gets a gradient on the first step. Any subset of the three branches can be switched
 off (ablations): a disabled branch is the identity.
 
 :class:`AEPatchEmbed` puts AEM into a timm ``VisionTransformer`` through timm's own extension point,
@@ -67,7 +70,8 @@ def parse_aem(aem: str | Sequence[str] | bool | None) -> tuple[str, ...]:
 class _KeepInit(nn.Conv2d):
     """A convolution of AEM that keeps its own initialisation: timm's ViT ``init_weights`` calls
     ``init_weights()`` on modules that have one instead of ``reset_parameters()``, which would redraw the
-    weights from the global random stream (and undo the zero point-wise init)."""
+    weights from the global random stream (AEM draws its init from a forked stream, so one seed gives the
+    plain ViT's head and loss the same init with and without AEM)."""
 
     def init_weights(self) -> None:
         pass
@@ -101,8 +105,7 @@ class AEM(nn.Module):
         if "local" in branches:
             self.dw = _KeepInit(dim, dim, 3, padding=1, groups=dim, bias=False)
             self.bn = nn.BatchNorm2d(dim)
-            self.pw = _KeepInit(dim, dim, 1, bias=False)
-            nn.init.zeros_(self.pw.weight)  # X1 = X at initialisation
+            self.pw = _KeepInit(dim, dim, 1, bias=False)  # default init: the gate alone makes X' = X at step 0
         if "channel" in branches:
             hidden = max(1, dim // reduction)
             self.mlp = nn.Sequential(_KeepInit(dim, hidden, 1, bias=False), nn.ReLU(inplace=True),

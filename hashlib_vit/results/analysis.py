@@ -161,8 +161,8 @@ def parameter_counts(model) -> "pd.DataFrame":  # noqa: F821
 
 
 def aem_at_init(backbone: str, bits: int, aem: str = "all", *, seed: int = 0, n: int = 8) -> dict:
-    """AE-ViT's attention-enhanced module at initialisation (AE-ViT, METHODS.md §3: the gate gamma and the
-    point-wise convolution start at zero): the same ``backbone`` built with ``seed`` without and with AEM
+    """AE-ViT's attention-enhanced module at initialisation (AE-ViT, METHODS.md §4.2: the gate gamma starts at
+    zero): the same ``backbone`` built with ``seed`` without and with AEM
     (``aem`` branches; ``"off"`` is taken as ``"all"``), both in eval mode on ``n`` random 3-channel images.
 
     Returns ``max_abs_diff`` (max |u_AE-ViT - u_ViT|: exactly 0.0 when AEM is the identity), ``aem_parameters``
