@@ -80,7 +80,8 @@ def table(rows: list[dict], machine: dict) -> str:
             r = by.get((stem, scale))
             cells.append("—" if r is None else minutes(r["seconds"]) if r["ok"] else f"failed ({r['error']})")
         lines.append(f"| `{stem}` | {cells[0]} | {cells[1]} |")
-    total = {s: sum(r["seconds"] for r in rows if r["scale"] == s and r["ok"]) for s in ("defaults", "smoke")}
+    total = {s: sum(r["seconds"] for r in rows if r["scale"] == s and r["ok"]) if any(r["scale"] == s for r in rows)
+             else None for s in ("defaults", "smoke")}
     lines.append(f"| **all lessons** | {minutes(total['defaults'])} | {minutes(total['smoke'])} |")
     return "\n".join(lines)
 

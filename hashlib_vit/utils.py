@@ -579,8 +579,9 @@ PROGRESS_ENV = "HASHLIB_VIT_PROGRESS"
 _PROGRESS_OFF, _PROGRESS_ON = {"0", "off", "false", "no"}, {"1", "on", "true", "yes"}
 #: The programs that mark a kernel's parent as a headless executor: papermill, nbval (pytest), nbconvert
 #: (``jupyter nbconvert --execute``), ``jupyter execute`` and nbclient run as a module.
+# the package's own command line starts kernels only headless: run-grid, reproduce, site
 HEADLESS_PARENTS = frozenset({"papermill", "pytest", "py.test", "nbval", "nbclient", "nbconvert", "jupyter-nbconvert",
-                              "jupyter-execute"})
+                              "jupyter-execute", "hashlib-vit", "hashlib_vit"})
 _PYTHON_RE = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
 
 
@@ -641,7 +642,8 @@ def parent_program(cmdline: list[str]) -> str:
 def headless_parent(cmdline: list[str]) -> bool:
     """Whether a kernel's parent command line (``["python", "-m", "papermill", ...]``) is a headless executor:
     its :func:`parent_program` is one of :data:`HEADLESS_PARENTS` (papermill, pytest/nbval,
-    nbconvert, ``jupyter execute``, nbclient). A Jupyter server (``jupyter lab``, ``jupyter-notebook``,
+    nbconvert, ``jupyter execute``, nbclient, and this package's ``hashlib-vit`` / ``python -m hashlib_vit``,
+    whose grids, reproductions and site builds run notebooks headless). A Jupyter server (``jupyter lab``, ``jupyter-notebook``,
     ``jupyter server``), VS Code or any other parent is not headless."""
     return parent_program(cmdline) in HEADLESS_PARENTS
 

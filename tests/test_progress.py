@@ -36,12 +36,14 @@ PY = "/venv/bin/python3.12"
     ([PY, "/venv/bin/jupyter-notebook"], "jupyter-notebook"),
     ([PY, "-c", "import pytest"], "-c"),
     (["C:\\Python312\\python.exe", "-m", "papermill", "a", "b"], "papermill"),
+    ([PY, "/venv/bin/hashlib-vit", "run-grid", "configs/grids/smoke.yaml"], "hashlib-vit"),  # grids, reproduce, site
+    ([PY, "-m", "hashlib_vit", "site", "--params", "smoke"], "hashlib_vit"),
     ([], ""),
 ])
 def test_parent_program_names_the_program_not_its_arguments(cmdline, program):
     assert parent_program(cmdline) == program
     assert headless_parent(cmdline) == (program in {"papermill", "pytest", "jupyter-nbconvert", "jupyter-execute",
-                                                    "nbclient"})
+                                                    "nbclient", "hashlib-vit", "hashlib_vit"})
 
 
 PAPERMILL = [PY, "/venv/bin/papermill", "a.ipynb", "b.ipynb"]
