@@ -564,26 +564,10 @@ def test_site_math_typesets_in_headless_chromium(tmp_path):
     """The small site opened from file:// in headless Chromium (Debian chromium + chromedriver, as in
     tests/test_browser.py): the lesson page's and the docs page's math is laid out as MathML, and no
     resource comes from anywhere but the file system. A screenshot of the lesson is saved in tmp_path."""
-    import os
-
-    chromium = os.environ.get("HASHLIB_VIT_CHROMIUM", "/usr/bin/chromium")
-    chromedriver = os.environ.get("HASHLIB_VIT_CHROMEDRIVER", "/usr/bin/chromedriver")
-    for what, path in (("chromium", chromium), ("chromedriver", chromedriver)):
-        if not Path(path).is_file():
-            pytest.fail(f"Chromium failed to start: {what} not found at {path} (Debian: apt-get install -y "
-                        "chromium chromium-driver)", pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.test_browser import start_chromium  # the one way the tests start Chromium (and say why it fails)
 
     out = course.build_site(site_repo(tmp_path), out="site", params="smoke", modules=[], log=None)
-    os.environ.setdefault("SE_OFFLINE", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
+    driver = start_chromium(tmp_path)
     try:
         for page, n_min in (("lessons/00_tiny.html", 4), ("guide.html", 2)):
             driver.get((out / page).as_uri())

@@ -252,6 +252,21 @@ def _prefix_hint(root, first_id: str) -> str:
             "must be the folder the list paths are relative to.")
 
 
+def square_crop(im, size: int):
+    """A PIL image's shorter side resized (bilinear) to ``size``, then its centre ``size x size`` square: the
+    geometry of every file-backed protocol's images (:func:`load_square`) and of query images prepared like
+    them (:mod:`hashlib_vit.data.query_images`)."""
+    from PIL import Image
+
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
 def load_square(path, size: int) -> torch.Tensor:
     """One image file as uint8 ``(3, size, size)``: shorter side resized to `size`, centre square.
 
@@ -266,14 +281,7 @@ def load_square(path, size: int) -> torch.Tensor:
     except OSError as e:
         raise DataError(f"cannot read image {path}: {e}") from e
     arr = decode_image(data, str(path))
-    im = Image.fromarray(arr)
-    w, h = im.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    im = im.crop((left, top, left + size, top + size))
+    im = square_crop(Image.fromarray(arr), size)
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .sources import CIFAR10_CLASSES, IMAGE_EXTENSIONS, _decode_many, _natural_key
+from .sources import IMAGE_EXTENSIONS, _decode_many, _natural_key
 
 # CIFAR-10 classes of the demo folder: four that differ in colour and layout, so a small model from scratch
 # separates them within a laptop-CPU budget

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .datasets import square_crop
 from .transforms import TensorTransform, protocol_transforms
 
 
@@ -73,19 +74,6 @@ def read_query_image(source, name: str | None = None):
         raise DataError(f"cannot decode query image {name}: {type(e).__name__}: {why} (not an image, or a corrupt "
                         "or truncated file?)") from None
     return im
-
-
-def _square(im, size: int):
-    """Shorter side resized (bilinear) to ``size``, centre square: :func:`load_square`'s geometry."""
-    from PIL import Image
-
-    w, h = im.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
 
 
 def _centre_square(im):
@@ -150,7 +138,7 @@ def prepare_query_images(sources, data, img_size: int, *, names=None,
 
             out.append(upsample_digits(digits_levels(im, invert)[None], size)[0])
         else:
-            arr = np.asarray(_square(im.convert("RGB"), size), dtype=np.uint8)
+            arr = np.asarray(square_crop(im.convert("RGB"), size), dtype=np.uint8)
             out.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
     return torch.stack(out), protocol_transforms(data.protocol, img_size)[1]
 

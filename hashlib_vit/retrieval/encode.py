@@ -47,3 +47,22 @@ def encode(model: torch.nn.Module, batches, *, device=None, progress: bool = Fal
     codes, labels = map_in_order(model, batches, lambda m, x: sign_codes(m(x).u.float()), device=device,
                                  progress=progress, desc=desc, amp_dtype=amp_dtype)
     return codes.numpy(), labels.numpy()
+
+
+def encode_prepared(model, images: torch.Tensor, transform, *, batch_size: int = 256, device=None) -> np.ndarray:
+    """Codes (int8 ±1, ``(n, bits)``) of uint8 ``(n, 3, S, S)`` images after ``transform(..., train=False)``,
+    with the model in eval mode under ``torch.no_grad`` (its mode restored afterwards), in batches of
+    ``batch_size``. The one encoder of images from outside a split: query by image
+    (:mod:`hashlib_vit.retrieval.query`) and :func:`hashlib_vit.retrieval.index.search_images`."""
+    dev = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    codes = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                x = transform(torch.as_tensor(images[s:s + batch_size]), train=False).to(dev)
+                codes.append(model.encode(x).cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(codes).astype(np.int8)

@@ -317,24 +317,12 @@ def _numpy(codes):
 
 def search_images(model, images, index: HashIndex, k: int, *, batch_size: int = 256, device=None) -> SearchResult:
     """Encode query images (float [0,1] or uint8 (n,3,H,W)) with a trained model and search the index."""
-    import torch
-
     from ..data.transforms import TensorTransform
+    from .encode import encode_prepared
 
-    dev = device or next(model.parameters()).device
     tf = TensorTransform(model.img_size, resize=None if images.shape[-1] == model.img_size
                          else int(round(model.img_size * 256 / 224)))
-    was = model.training
-    model.eval()
-    codes = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                x = tf(torch.as_tensor(images[s:s + batch_size]), train=False).to(dev)
-                codes.append(model.encode(x).cpu().numpy())
-    finally:
-        model.train(was)
-    return index.search(np.concatenate(codes), k)
+    return index.search(encode_prepared(model, images, tf, batch_size=batch_size, device=device), k)
 
 
 # ----------------------------------------------------------------------------- exact vs approximate search

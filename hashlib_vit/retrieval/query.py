@@ -7,27 +7,10 @@ protocol's own query images do.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..data.query_images import prepare_query_images
+from .encode import encode_prepared
 from .index import HashIndex, SearchResult
-
-
-def encode_prepared(model, images: torch.Tensor, transform, *, batch_size: int = 256, device=None) -> np.ndarray:
-    """Codes (int8 ±1, ``(n, bits)``) of uint8 ``(n, 3, S, S)`` images after ``transform(..., train=False)``,
-    with the model in eval mode under ``torch.no_grad`` (its mode restored afterwards)."""
-    dev = device or next(model.parameters()).device
-    was = model.training
-    model.eval()
-    codes = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                x = transform(torch.as_tensor(images[s:s + batch_size]), train=False).to(dev)
-                codes.append(model.encode(x).cpu().numpy())
-    finally:
-        model.train(was)
-    return np.concatenate(codes).astype(np.int8)
 
 
 def encode_query_images(model, sources, data, *, names=None, invert: bool | None = None,
