@@ -31,15 +31,17 @@ test: $(STAMP)  ## the whole test suite, notebooks included
 test-floors: $(STAMP)  ## every lesson's default run against its mAP floor (about 15 min on 2 CPU cores)
 	$(BIN)/python -m pytest -m floor -rP tests/test_lesson_floors.py
 
-lab: $(STAMP)  ## open the notebooks in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+LAB_DIR ?= notebooks
+lab: $(STAMP)  ## open the notebooks in JupyterLab (LAB_DIR=student: the student edition)
+	$(BIN)/jupyter lab $(LAB_DIR)/
 
 student: $(STAMP)  ## the student edition: student/ holds the lessons with solutions replaced by stubs, outputs cleared
 	$(BIN)/python -m hashlib_vit student-edition --out student
 
 SITE_PARAMS ?= defaults
-site: $(STAMP)  ## the course site in site/ (open site/index.html; no server); SITE_PARAMS=smoke for a quick build
-	$(BIN)/python -m hashlib_vit site --out site --params $(SITE_PARAMS)
+SITE_EDITION ?= teacher
+site: $(STAMP)  ## the course site in site/ (open site/index.html; no server); SITE_PARAMS=smoke quick, SITE_EDITION=student without solutions
+	$(BIN)/python -m hashlib_vit site --out site --params $(SITE_PARAMS) --edition $(SITE_EDITION)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,7 +8,7 @@
     hashlib-vit tables results/smoke/runs --out results/smoke [--reference matched|all|none]
     hashlib-vit reproduce --list | NAME [--dry-run] [--weights SPEC] [--data-root DIR] [--output DIR] [--set k=v]
     hashlib-vit student-edition [--out student/] [NOTEBOOKS...]
-    hashlib-vit site [--out site/] [--params defaults|smoke] [--force] [NOTEBOOKS...]
+    hashlib-vit site [--out site/] [--params defaults|smoke] [--edition teacher|student] [--force] [NOTEBOOKS...]
 
 Every option of ``train`` is a field of :class:`hashlib_vit.config.RunConfig` (same names as the
 notebook parameters, with dashes); ``--preset NAME`` puts a method preset under them and
@@ -68,6 +68,8 @@ def _course_parsers(sub) -> None:
     st.add_argument("--params", default="defaults", choices=["defaults", "smoke"],
                     help="the lessons' own defaults, or configs/smoke/NN_name.yaml for a quick build")
     st.add_argument("--force", action="store_true", help="re-execute every lesson (ignore the cache)")
+    st.add_argument("--edition", default="teacher", choices=["teacher", "student"],
+                    help="teacher: worked solutions shown (default); student: solutions replaced by stubs")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,13 +35,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .errors import DataError, HashlibVitError
+from .utils import atomic_write_text
 
 EXERCISE_TAG = "exercise"
 SOLUTION_TAG = "solution"
@@ -219,22 +219,11 @@ rebuilt from scratch each time, so do not edit here what you want to keep (copy 
 * Every worked solution is replaced by a cell that stops with *"Exercise N.k is not answered yet"*:
   write your answer in that cell in place of the stub and run it. Explanations go in the
   *"Your answer"* markdown cells. The task of each exercise is in the `### Exercise N.k` cell above it.
-* Outputs are cleared: run each lesson from the top (JupyterLab: `make lab`, then open this folder).
+* Outputs are cleared: run each lesson from the top (JupyterLab: `make lab LAB_DIR=student` from the
+  project root).
   Paths such as `results/...` are taken from the project root, as in the teacher's notebooks.
 * The order of the lessons, their goals and how long each takes are in `docs/course.md`.
 """
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def lesson_notebooks(root: str | os.PathLike) -> list[Path]:
@@ -254,11 +243,11 @@ def student_edition(notebooks: Iterable[str | os.PathLike], out: str | os.PathLi
     out = Path(out)
     written = []
     for nb, text in converted:
-        _write_atomic(out / nb.name, text)
+        atomic_write_text(out / nb.name, text)
         written.append(out / nb.name)
         if log:
             log(f"student edition: {out / nb.name} ({len(read_exercises(nb))} exercises)")
-    _write_atomic(out / "README.md", STUDENT_README)
+    atomic_write_text(out / "README.md", STUDENT_README)
     return written
 
 
@@ -579,11 +568,22 @@ def render_site_math(site: str | os.PathLike, log: Callable[[str], None] | None 
     return done, failed
 
 
-def _site_notebook(executed: Path, dest: Path, repo_path: str) -> None:
+def _site_notebook(executed: Path, dest: Path, repo_path: str, edition: str = "teacher") -> None:
     """Copy an executed lesson for mkdocs-jupyter: links mapped to the built pages, and the widget state and
-    widget views dropped (they would load the widget manager from a CDN; the text fallback stays)."""
+    widget views dropped (they would load the widget manager from a CDN; the text fallback stays). With
+    ``edition="student"`` every solution cell shows the student edition's stub (:class:`StubSolutions`) with
+    its outputs cleared; the lesson's own outputs stay."""
     nb = json.loads(executed.read_text(encoding="utf-8"))
     nb.get("metadata", {}).pop("widgets", None)
+    if edition == "student":
+        import nbformat
+
+        node = nbformat.from_dict(nb)
+        StubSolutions().preprocess(node, {"metadata": {"name": Path(repo_path).stem}})
+        for cell in node.cells:
+            if SOLUTION_TAG in _tags(cell) and cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nb = json.loads(nbformat.writes(node))
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
             cell["source"] = mark_math(rewrite_links(_source(cell), repo_path, html_targets=True))
@@ -597,7 +597,7 @@ def _site_notebook(executed: Path, dest: Path, repo_path: str) -> None:
             outputs.append(o)
         if "outputs" in cell:
             cell["outputs"] = outputs
-    _write_atomic(dest, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(dest, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def api_modules(root: str | os.PathLike) -> list[str]:
@@ -626,7 +626,7 @@ def _lesson_title(nb_path: Path) -> str:
 
 
 def _index_page(root: Path, lessons: list[Path], pages: list[str], modules: list[str], has_course: bool,
-                in_site: Callable[[str], bool]) -> str:
+                in_site: Callable[[str], bool], edition: str = "teacher", params: str = "defaults") -> str:
     readme = root / "README.md"
     body = readme.read_text(encoding="utf-8") if readme.is_file() else "# hashlib_vit\n"
     lines = body.split("\n")
@@ -639,13 +639,27 @@ def _index_page(root: Path, lessons: list[Path], pages: list[str], modules: list
            "    * **Documentation:** " + ", ".join(f"[{Path(p).stem}]({p})" for p in pages),
            "    * **API reference:** " + ", ".join(f"[{m.split('.')[-1]}](api/{m.split('.')[-1]}.md)"
                                                    for m in modules), ""]
+    if edition == "teacher":
+        toc += ["!!! warning \"Teacher edition: the exercises' worked solutions are shown\"",
+                "    For a site to give students, build the student edition: `make site SITE_EDITION=student` "
+                "(the lessons' outputs, every solution replaced by the student's stub).", ""]
+    else:
+        toc += ["!!! note \"Student edition\"",
+                "    The lessons with their outputs; the exercises' solutions are left for you.", ""]
+    if params == "smoke":
+        toc += ["!!! warning \"Built at the smoke parameters\"",
+                "    Every lesson ran at its CI-sized parameters (`configs/smoke/`): minutes of training at most, "
+                "so the numbers and the warnings about chance-level runs say nothing about the methods. "
+                "`make site` runs the lessons' own defaults.", ""]
     return title + "\n" + "\n".join(toc) + rewrite_links(rest, "README.md", linkify=in_site)
 
 
 def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str | os.PathLike, site_dir: str | os.PathLike,
-               modules: list[str] | None = None) -> Path:
+               modules: list[str] | None = None, edition: str = "teacher", params: str = "defaults") -> Path:
     """Write the mkdocs project (``mkdocs.yml`` and ``docs/``) into ``stage`` from the repository ``root``
-    and the executed lessons ``{source notebook: executed copy}``; returns the mkdocs.yml path."""
+    and the executed lessons ``{source notebook: executed copy}``; returns the mkdocs.yml path.
+    ``edition`` ``"teacher"`` (solutions shown) or ``"student"`` (stubs); ``params`` names the scale the
+    lessons ran at (the home page says so)."""
     import yaml
 
     root, stage = Path(root).resolve(), Path(stage)
@@ -678,7 +692,7 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
     has_course = (docs / "course.md").is_file()
     lessons = sorted(executed)
     for nb in lessons:
-        _site_notebook(executed[nb], docs / "lessons" / nb.name, f"notebooks/{nb.name}")
+        _site_notebook(executed[nb], docs / "lessons" / nb.name, f"notebooks/{nb.name}", edition)
     modules = api_modules(root) if modules is None else modules
     for m in modules:
         (docs / "api").mkdir(exist_ok=True)
@@ -687,7 +701,7 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
     assets.mkdir(exist_ok=True)
     shutil.copy2(SHIM, assets / SHIM.name)  # search from file:// without unpkg.com (material's offline plugin)
     (assets / "math.css").write_text(MATH_CSS, encoding="utf-8")
-    (docs / "index.md").write_text(_index_page(root, lessons, pages, modules, has_course, in_site), encoding="utf-8")
+    (docs / "index.md").write_text(_index_page(root, lessons, pages, modules, has_course, in_site, edition, params), encoding="utf-8")
     nav = [{"Home": "index.md"}]
     if has_course:
         nav.append({"Course": "course.md"})
@@ -727,10 +741,12 @@ def stage_site(root: str | os.PathLike, executed: dict[Path, Path], stage: str |
 def build_site(root: str | os.PathLike = ".", out: str | os.PathLike = "site", params: str = "defaults",
                notebooks: Iterable[str | os.PathLike] | None = None, cache_dir: str | os.PathLike | None = None,
                stage: str | os.PathLike | None = None, modules: list[str] | None = None, force: bool = False,
-               log: Callable[[str], None] | None = print) -> Path:
+               log: Callable[[str], None] | None = print, edition: str = "teacher") -> Path:
     """Build the course site into ``out`` (relative paths from ``root``); returns its folder.
 
     ``params``: ``"defaults"`` (each lesson's own parameters) or ``"smoke"`` (``configs/smoke/NN.yaml``).
+    ``edition``: ``"teacher"`` (the executed lessons as they are, worked solutions included; the home page
+    says so) or ``"student"`` (the same outputs, every solution cell replaced by the student edition's stub).
     ``notebooks``: the lessons (default: every ``notebooks/NN_name.ipynb``). ``cache_dir`` (default
     ``root/.cache/site``) holds the executed lessons, keyed by notebook sha256 + parameters, so a rebuild
     re-executes only what changed (``force``: all of them). ``stage`` (default ``cache_dir/stage``) is the
@@ -740,6 +756,8 @@ def build_site(root: str | os.PathLike = ".", out: str | os.PathLike = "site", p
     Raises :class:`LessonFailed` when a lesson raises (naming it and the cell), and
     :class:`~hashlib_vit.errors.HashlibVitError` when mkdocs fails (with its output).
     """
+    if edition not in ("teacher", "student"):
+        raise DataError(f"site edition {edition!r}: expected 'teacher' or 'student'")
     root = Path(root).resolve()
     out = Path(out) if Path(out).is_absolute() else root / out
     cache_dir = Path(cache_dir) if cache_dir is not None else root / ".cache" / "site"
@@ -753,7 +771,7 @@ def build_site(root: str | os.PathLike = ".", out: str | os.PathLike = "site", p
     for nb in lessons:
         executed[nb] = execute_lesson(nb, cache_dir, lesson_parameters(nb, params, root), root=root, force=force,
                                       log=log)
-    cfg = stage_site(root, executed, stage, out, modules=modules)
+    cfg = stage_site(root, executed, stage, out, modules=modules, edition=edition, params=params)
     if log:
         log(f"site: mkdocs build -> {out}")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-f", str(cfg)], cwd=stage,
@@ -836,7 +854,7 @@ def course_main(args) -> int:
         student_edition(notebooks, out if out.is_absolute() else Path.cwd() / out)
         return 0
     out = build_site(root, out=Path(args.out).resolve(), params=args.params, notebooks=[
-        Path(p).resolve() for p in args.notebooks] or None, force=args.force)
+        Path(p).resolve() for p in args.notebooks] or None, force=args.force, edition=args.edition)
     problems = site_problems(out)
     for line in problems:
         print(f"site problem: {line}", file=sys.stderr)

@@ -93,4 +93,4 @@ def exercise_unanswered(exercise_id: str) -> None:
     raise ExerciseNotAnswered(
         f"Exercise {exercise_id} is not answered yet: write your answer in this cell in place of this line "
         f"(and the import above it), then run the cell again. The task is in the 'Exercise {exercise_id}' "
-        f"cell above; the teacher edition (notebooks/) holds a worked solution.")
+        f"cell above.")

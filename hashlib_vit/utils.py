@@ -226,9 +226,26 @@ class _Recorder:
         return getattr(self._f, name)
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file now: 0o666 less the process umask (from /proc/self/status where
+    there is one, which leaves the umask untouched; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, write, *, size: int | None = None) -> Path:
     """Create ``path`` through ``write(binary_file)`` on a temporary file in the same folder, fsync, then
-    rename over ``path`` (``size``: the bytes it will hold, when known, for the disk-full message).
+    rename over ``path`` (``size``: the bytes it will hold, when known, for the disk-full message). The file
+    gets the mode a plain ``open()`` would give it (0o666 less the umask, usually 0o644), not the private
+    0o600 of a temporary file: a run directory or a student edition is meant to be shared.
 
     A reader never sees a half-written file, and an interrupted write leaves the old file intact and no
     temporary file behind. A hard kill can leave the temporary file ``.<name>.<host>-<pid>-<random>.tmp``;
@@ -252,6 +269,8 @@ def atomic_write(path: str | os.PathLike, write, *, size: int | None = None) -> 
     stage = "write"
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), _file_mode())
             rec = _Recorder(f)
             write(rec)
             stage = "flush"

@@ -251,3 +251,18 @@ def test_a_write_of_unknown_size_says_how_much_was_written_when_the_disk_filled(
     with pytest.raises(DiskFullError, match=r"3,000 bytes had been written when it filled \(the file needs more\)"):
         utils.atomic_write(tmp_path / "blob.bin", write)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    """Issue 20 (a student edition handed out as 0600): an atomically written file gets 0o666 less the umask,
+    as open() gives, not the private mode of the temporary file it was written as."""
+    from hashlib_vit.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        made = atomic_write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        os.umask(old)
+    assert made.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644

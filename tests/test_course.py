@@ -224,6 +224,8 @@ def test_student_edition_of_a_synthetic_lesson(tmp_path):
     student = json.loads((out / "02_tiny.ipynb").read_text())
     assert student["cells"][2]["outputs"] == [] and student["cells"][2]["execution_count"] is None
     assert course._tags(student["cells"][1]) == ["parameters"]
+    for f in written + [out / "README.md"]:  # a handout others can read (a temporary file's 0600 would not be)
+        assert f.stat().st_mode & 0o044 == 0o044, (f, oct(f.stat().st_mode))
 
 
 def test_student_edition_refuses_a_malformed_notebook_and_writes_nothing(tmp_path):
@@ -472,6 +474,42 @@ def test_site_of_a_small_repository(tmp_path):
     course.build_site(repo, out="site", params="smoke", modules=[], log=log.append)
     assert any("executing 00_tiny.ipynb" in line for line in log), log
     assert len(list((repo / ".cache" / "site" / "executed").glob("00_tiny.*.ipynb"))) == 1
+
+
+def test_site_editions_of_an_executed_lesson_and_the_home_page_banners(tmp_path):
+    """The student site keeps the lesson's outputs and shows the stubs in place of the solutions (their outputs
+    cleared); the home page says which edition and which scale the site is."""
+    nb = tiny_lesson(0, 2)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs = [nbformat.v4.new_output("stream", text=f"output of {c.source.splitlines()[0]}\n")]
+            c.execution_count = 1
+    executed = write(nb, tmp_path / "executed" / "00_tiny.ipynb")
+    solutions = solution_lines(executed)
+    assert solutions
+    for edition in ("teacher", "student"):
+        dest = tmp_path / edition / "00_tiny.ipynb"
+        course._site_notebook(executed, dest, "notebooks/00_tiny.ipynb", edition)
+        got = json.loads(dest.read_text())
+        text = "\n".join(course._source(c) for c in got["cells"])
+        outputs = [o for c in got["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        sol_outputs = [o for c in got["cells"] if "solution" in course._tags(c) and c["cell_type"] == "code"
+                       for o in c["outputs"]]
+        if edition == "teacher":
+            assert all(ln in text for ln in solutions) and sol_outputs
+        else:
+            assert not [ln for ln in solutions if ln in text], "no solution text on the student site"
+            assert 'exercise_unanswered("0.1")' in text and not sol_outputs
+            assert any("x = n * 2" in "".join(o["text"]) for o in outputs), "the lesson's own outputs stay"
+    root = tmp_path / "repo"
+    root.mkdir()
+    page = course._index_page(root, [], [], [], False, lambda p: False, "teacher", "smoke")
+    assert "Teacher edition: the exercises' worked solutions are shown" in page and "SITE_EDITION=student" in page
+    assert "Built at the smoke parameters" in page
+    page = course._index_page(root, [], [], [], False, lambda p: False, "student", "defaults")
+    assert "Student edition" in page and "Teacher edition" not in page and "smoke" not in page
+    with pytest.raises(DataError, match="site edition 'answers'"):
+        course.build_site(root, edition="answers", log=None)
 
 
 @pytest.mark.notebook
