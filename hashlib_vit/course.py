@@ -549,14 +549,25 @@ def render_math_html(page: str) -> tuple[str, int, list[str]]:
     return _MATH_MARKUP.sub(sub, page), done, failed
 
 
+# Sphinx cross-reference roles in the docstrings (":func:`evaluate`") reach the API pages as the role's name
+# before a code span; the code span alone is what a reader needs
+_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj|const):(?=<code>)")
+
+
+def tidy_roles(html_text: str) -> str:
+    """Drop the Sphinx role prefixes (``:func:``, ``:class:``, ...) left in front of code spans of a built
+    page; the code span stays."""
+    return _ROLE.sub("", html_text)
+
+
 def render_site_math(site: str | os.PathLike, log: Callable[[str], None] | None = print) -> tuple[int, list[str]]:
-    """:func:`render_math_html` over every page of a built site, in place; returns (expressions converted,
+    """:func:`render_math_html` (after :func:`tidy_roles`) over every page of a built site, in place; returns (expressions converted,
     ``"page: TeX: reason"`` per failure), and logs the counts and each failure."""
     site = Path(site)
     done, failed = 0, []
     for p in sorted(site.rglob("*.html")):
         text = p.read_text(encoding="utf-8")
-        new, n, bad = render_math_html(text)
+        new, n, bad = render_math_html(tidy_roles(text))
         if new != text:
             p.write_text(new, encoding="utf-8")
         done += n

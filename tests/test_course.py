@@ -476,6 +476,12 @@ def test_site_of_a_small_repository(tmp_path):
     assert len(list((repo / ".cache" / "site" / "executed").glob("00_tiny.*.ipynb"))) == 1
 
 
+def test_tidy_roles_keeps_the_code_span_of_a_sphinx_role():
+    page = '<p>one entry point: :func:<code>evaluate</code>, a :py:class:<code>HashIndex</code>; a:b <code>x</code></p>'
+    assert course.tidy_roles(page) == ('<p>one entry point: <code>evaluate</code>, a <code>HashIndex</code>; '
+                                       'a:b <code>x</code></p>')
+
+
 def test_site_editions_of_an_executed_lesson_and_the_home_page_banners(tmp_path):
     """The student site keeps the lesson's outputs and shows the stubs in place of the solutions (their outputs
     cleared); the home page says which edition and which scale the site is."""
