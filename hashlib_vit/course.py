@@ -561,8 +561,8 @@ def tidy_roles(html_text: str) -> str:
 
 
 def render_site_math(site: str | os.PathLike, log: Callable[[str], None] | None = print) -> tuple[int, list[str]]:
-    """:func:`render_math_html` (after :func:`tidy_roles`) over every page of a built site, in place; returns (expressions converted,
-    ``"page: TeX: reason"`` per failure), and logs the counts and each failure."""
+    """:func:`render_math_html` (after :func:`tidy_roles`) over every page of a built site, in place; returns
+    (expressions converted, ``"page: TeX: reason"`` per failure), and logs the counts and each failure."""
     site = Path(site)
     done, failed = 0, []
     for p in sorted(site.rglob("*.html")):
