@@ -86,8 +86,9 @@ def exercise_unanswered(exercise_id: str) -> None:
     The student edition (:func:`hashlib_vit.course.student_edition`) puts a call to this function in place
     of each worked solution cell. Always raises :class:`~hashlib_vit.errors.ExerciseNotAnswered` whose
     message (the whole ``evalue`` a notebook front end shows) names the exercise and says what to do.
-    ``__tracebackhide__`` makes IPython (and pytest) leave this frame out of the traceback, so the student
-    sees only their own cell. ``exercise_id`` is ``"N.k"`` (lesson N, exercise k), e.g. ``"3.2"``.
+    The student sees one line, ``ExerciseNotAnswered: <message>`` (the error's ``_render_traceback_``, which
+    IPython shows in place of a traceback), and no library frame; ``__tracebackhide__`` does the same for
+    pytest and the debugger. ``exercise_id`` is ``"N.k"`` (lesson N, exercise k), e.g. ``"3.2"``.
     """
     __tracebackhide__ = True
     raise ExerciseNotAnswered(
