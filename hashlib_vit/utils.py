@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -597,8 +598,8 @@ def resolve_path(path: str | os.PathLike | None) -> Path | None:
 PROGRESS_ENV = "HASHLIB_VIT_PROGRESS"
 _PROGRESS_OFF, _PROGRESS_ON = {"0", "off", "false", "no"}, {"1", "on", "true", "yes"}
 #: The programs that mark a kernel's parent as a headless executor: papermill, nbval (pytest), nbconvert
-#: (``jupyter nbconvert --execute``), ``jupyter execute`` and nbclient run as a module.
-# the package's own command line starts kernels only headless: run-grid, reproduce, site
+#: (``jupyter nbconvert --execute``), ``jupyter execute``, nbclient run as a module, and this package's own
+#: command line, which starts kernels only headless (run-grid, reproduce, site).
 HEADLESS_PARENTS = frozenset({"papermill", "pytest", "py.test", "nbval", "nbclient", "nbconvert", "jupyter-nbconvert",
                               "jupyter-execute", "hashlib-vit", "hashlib_vit"})
 _PYTHON_RE = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
@@ -606,17 +607,23 @@ _PYTHON_RE = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
 
 def _parent_cmdline() -> list[str]:
     """The command line of this process's parent (``[]`` when it cannot be read)."""
-    ppid = os.getppid()
+    return list(_cmdline_of(os.getppid()))
+
+
+@functools.lru_cache(maxsize=4)
+def _cmdline_of(ppid: int) -> tuple[str, ...]:
+    """The command line of process ``ppid``, read once per pid (every progress bar of a kernel asks; without
+    /proc it costs a ``ps`` process)."""
     try:
         with open(f"/proc/{ppid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            return tuple(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
     except OSError:
         pass
     try:  # macOS and other systems without /proc
         out = subprocess.run(["ps", "-o", "command=", "-p", str(ppid)], capture_output=True, text=True, timeout=5)
-        return out.stdout.split()
+        return tuple(out.stdout.split())
     except (OSError, subprocess.SubprocessError):
-        return []
+        return ()
 
 
 def _in_jupyter_kernel() -> bool:
@@ -660,10 +667,10 @@ def parent_program(cmdline: list[str]) -> str:
 
 def headless_parent(cmdline: list[str]) -> bool:
     """Whether a kernel's parent command line (``["python", "-m", "papermill", ...]``) is a headless executor:
-    its :func:`parent_program` is one of :data:`HEADLESS_PARENTS` (papermill, pytest/nbval,
-    nbconvert, ``jupyter execute``, nbclient, and this package's ``hashlib-vit`` / ``python -m hashlib_vit``,
-    whose grids, reproductions and site builds run notebooks headless). A Jupyter server (``jupyter lab``, ``jupyter-notebook``,
-    ``jupyter server``), VS Code or any other parent is not headless."""
+    its :func:`parent_program` is one of :data:`HEADLESS_PARENTS` (papermill, pytest/nbval, nbconvert,
+    ``jupyter execute``, nbclient, and this package's ``hashlib-vit`` / ``python -m hashlib_vit``, whose
+    grids, reproductions and site builds run notebooks headless). A Jupyter server (``jupyter lab``,
+    ``jupyter-notebook``, ``jupyter server``), VS Code or any other parent is not headless."""
     return parent_program(cmdline) in HEADLESS_PARENTS
 
 
