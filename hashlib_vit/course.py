@@ -174,7 +174,8 @@ class StubSolutions(_preprocessor_base()):
     """nbconvert preprocessor: replace every ``solution`` cell by the student's stub.
 
     Code cells get :func:`stub_code` (a call to :func:`hashlib_vit.notebook.exercise_unanswered`, which
-    stops the notebook with a message for the student); markdown cells get :func:`stub_markdown`. The
+    stops the notebook with a message for the student) and lose the solution's outputs; markdown cells get
+    :func:`stub_markdown`. The
     exercise structure is checked first (:func:`parse_exercises`; ``resources["metadata"]["name"]`` names
     the notebook and gives the lesson number). Tags and the exercise cells are kept.
     """
@@ -194,7 +195,10 @@ class StubSolutions(_preprocessor_base()):
     def preprocess_cell(self, cell, resources, index):
         if SOLUTION_TAG in _tags(cell):
             ex_id, part, parts = self._owner[index]
-            cell.source = stub_code(ex_id, part, parts) if cell.cell_type == "code" else stub_markdown(ex_id)
+            if cell.cell_type == "code":  # a stub never shows the solution's outputs
+                cell.source, cell.outputs, cell.execution_count = stub_code(ex_id, part, parts), [], None
+            else:
+                cell.source = stub_markdown(ex_id)
             cell.pop("attachments", None)
         return cell, resources
 
@@ -589,12 +593,7 @@ def _site_notebook(executed: Path, dest: Path, repo_path: str, edition: str = "t
     if edition == "student":
         import nbformat
 
-        node = nbformat.from_dict(nb)
-        StubSolutions().preprocess(node, {"metadata": {"name": Path(repo_path).stem}})
-        for cell in node.cells:
-            if SOLUTION_TAG in _tags(cell) and cell.cell_type == "code":
-                cell.outputs, cell.execution_count = [], None
-        nb = json.loads(nbformat.writes(node))
+        nb, _ = StubSolutions().preprocess(nbformat.from_dict(nb), {"metadata": {"name": Path(repo_path).stem}})
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
             cell["source"] = mark_math(rewrite_links(_source(cell), repo_path, html_targets=True))
