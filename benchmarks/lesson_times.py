@@ -4,7 +4,8 @@ Executes every lesson notebook through papermill exactly as a student or a teach
 would — at its **default parameters** (the laptop-CPU defaults of its ``parameters`` cell; only
 ``run_dir`` / ``out_dir`` move to a temporary folder) and at its **smoke parameters**
 (``configs/smoke/<lesson>.yaml``, what CI runs) — and times the whole notebook, exercises' solutions
-included. Writes ``results/benchmarks/lessons.json`` and ``lessons.md``, and rewrites the table between
+included. The execution is the site's (:func:`hashlib_vit.course.execute_lesson` with
+:func:`~hashlib_vit.course.lesson_parameters`, forced, into a temporary cache). Writes ``results/benchmarks/lessons.json`` and ``lessons.md``, and rewrites the table between
 the markers ``<!-- lesson-times:start -->`` / ``<!-- lesson-times:end -->`` in docs/course.md, so the
 syllabus quotes measured numbers, never typed ones.
 
@@ -25,34 +26,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hashlib_vit.course import execute_lesson, lesson_parameters  # noqa: E402
 from hashlib_vit.utils import atomic_write_text  # noqa: E402
 
 START, END = "<!-- lesson-times:start -->", "<!-- lesson-times:end -->"
 
 
-def lesson_params(stem: str, scale: str, out: Path) -> dict:
-    """The papermill parameters of one timed execution: smoke YAML (or none) + the output folder."""
-    params = {}
-    if scale == "smoke":
-        params = yaml.safe_load((ROOT / "configs" / "smoke" / f"{stem}.yaml").read_text()) or {}
-    params["out_dir" if stem == "06_map_tables" else "run_dir"] = str(out)
-    return params
-
-
 def time_lesson(nb: Path, scale: str) -> dict:
     """Execute one lesson at one scale in a temporary folder; returns its row (seconds, ok, error)."""
-    import papermill
-
+    params = lesson_parameters(nb, scale, ROOT)
     with tempfile.TemporaryDirectory(prefix=f"lesson-{nb.stem}-") as tmp:
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(str(nb), str(Path(tmp) / nb.name), parameters=lesson_params(
-                nb.stem, scale, Path(tmp) / "run"), kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+            execute_lesson(nb, tmp, params, root=ROOT, force=True, log=None)
             error = None
         except Exception as e:  # recorded; the other lessons still run
             error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
