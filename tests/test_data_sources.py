@@ -179,6 +179,22 @@ def test_image_folder_pool_is_sorted_and_cached(tmp_path, cache):
     assert not torch.equal(changed.images[0], pool.images[0])
 
 
+def test_image_folder_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
+    """Jupyter's .ipynb_checkpoints is no class, macOS's ._x.png resource fork no image (issue 20: the
+    own-images lesson lists its folders through the same scan)."""
+    from hashlib_vit.data.sources import scan_image_folder
+
+    root = tmp_path / "ds"
+    for c in ("cat", "dog"):
+        for k in range(2):
+            _png(root / c / f"{k}.png", size=(8, 8), seed=k)
+    _png(root / ".ipynb_checkpoints" / "0.png", size=(8, 8), seed=3)
+    (root / "cat" / "._0.png").write_bytes(b"\0\5\26\7 resource fork")
+    rel, cls, names = scan_image_folder(root)
+    assert names == ["cat", "dog"] and rel == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
+    assert cls.tolist() == [0, 0, 1, 1]
+
+
 def _fake_cifar_batches(folder, per_batch=20, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .sources import IMAGE_EXTENSIONS, _decode_many, _natural_key
+from .sources import IMAGE_EXTENSIONS, _decode_many, _natural_key, is_image_file, scan_image_folder
 
 # CIFAR-10 classes of the demo folder: four that differ in colour and layout, so a small model from scratch
 # separates them within a laptop-CPU budget
@@ -171,10 +171,6 @@ class ImageSet:
         return f"{self.base / name}/" if self.origin.startswith("image folder") else f"class {c} ({name!r})"
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-
-
 def scan_class_folder(image_dir: str | os.PathLike) -> ImageSet:
     """The images of an ImageFolder ``image_dir/<class>/*``, checked for layout; nothing is decoded.
 
@@ -194,7 +190,7 @@ def scan_class_folder(image_dir: str | os.PathLike) -> ImageSet:
         raise DataError(f"image_dir {root} is a file, not a folder (a list file? pass it as list_file)")
     entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
     dirs = [e for e in entries if e.is_dir()]
-    loose = [e.name for e in entries if _is_image(e)]
+    loose = [e.name for e in entries if is_image_file(e)]
     if not dirs and not loose:
         raise DataError(f"image_dir {root} is empty: put the images in one sub-folder per class "
                         f"({root}/<class>/*.jpg|png)")
@@ -204,23 +200,21 @@ def scan_class_folder(image_dir: str | os.PathLike) -> ImageSet:
     if loose:
         raise DataError(f"image_dir {root} mixes class sub-folders with {len(loose)} loose image(s) (e.g. "
                         f"{loose[0]}), whose class is unknown: move them into their class folder or out of {root}")
-    paths, classes = [], []
-    for ci, d in enumerate(dirs):
-        sub = sorted(e.name for e in d.iterdir() if e.is_dir() and not e.name.startswith("."))
-        files = sorted((e for e in d.iterdir() if _is_image(e)), key=lambda e: _natural_key(e.name))
+    for d in dirs:
+        inside = list(d.iterdir())
+        sub = sorted(e.name for e in inside if e.is_dir() and not e.name.startswith("."))
         if sub:
             raise DataError(f"class folder {d} holds sub-folder(s) {sub[:3]}: image_dir must be "
                             "<image_dir>/<class>/<image> with no deeper folders (for a <split>/<class> layout "
                             "pass one split folder as image_dir, or flatten it)")
-        if not files:
+        if not any(is_image_file(e) for e in inside):
             raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); remove it or add "
                             "its images")
-        paths.extend(f"{d.name}/{f.name}" for f in files)
-        classes.extend([ci] * len(files))
     if len(dirs) < 2:
         raise DataError(f"image_dir {root} has one class folder ({dirs[0].name}); retrieval by class needs at "
                         "least two classes")
-    return ImageSet(root, paths, np.asarray(classes, np.int64), [d.name for d in dirs], f"image folder {root}")
+    paths, classes, names = scan_image_folder(root)  # the one listing of an image folder: order, hidden files
+    return ImageSet(root, paths, classes, names, f"image folder {root}")
 
 
 def scan_list_file(list_file: str | os.PathLike, image_root: str | os.PathLike | None = None) -> ImageSet:

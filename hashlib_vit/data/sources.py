@@ -372,9 +372,17 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+def is_image_file(p: Path) -> bool:
+    """Whether an image folder counts ``p``: a file with an image extension (:data:`IMAGE_EXTENSIONS`) that is
+    not hidden (``.x.png``, macOS's ``._x.jpg`` resource forks)."""
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
 def scan_image_folder(root: str | os.PathLike, splits: tuple[str, ...] | None = None):
     """Files of an image folder ``root/<split>/<class>/*.{jpg,png}`` (or ``root/<class>/*`` when
-    `splits` is None), sorted. Returns (relative paths, class index per file, class names)."""
+    `splits` is None), sorted (class folders by name, files in natural order); hidden folders (e.g. Jupyter's
+    ``.ipynb_checkpoints``) are not classes and hidden files not images (:func:`is_image_file`).
+    Returns (relative paths, class index per file, class names)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist (expected root/<split>/<class>/*.jpg|png)")
@@ -383,7 +391,7 @@ def scan_image_folder(root: str | os.PathLike, splits: tuple[str, ...] | None = 
         if not b.is_dir():
             raise DataError(f"image folder {root}: split folder {b.name!r} is missing "
                             f"(expected root/<split>/<class>/*.jpg|png for splits {list(splits)})")
-    names = sorted({d.name for b in bases for d in b.iterdir() if d.is_dir()})
+    names = sorted({d.name for b in bases for d in b.iterdir() if d.is_dir() and not d.name.startswith(".")})
     if not names:
         raise DataError(f"image folder {root} has no class folders")
     rel, cls = [], []
@@ -392,8 +400,7 @@ def scan_image_folder(root: str | os.PathLike, splits: tuple[str, ...] | None = 
             d = b / c
             if not d.is_dir():
                 continue
-            files = sorted((f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
-                           key=lambda f: _natural_key(f.name))
+            files = sorted((f for f in d.iterdir() if is_image_file(f)), key=lambda f: _natural_key(f.name))
             rel.extend(str(f.relative_to(root).as_posix()) for f in files)
             cls.extend([ci] * len(files))
     if not rel:
